@@ -1,0 +1,3 @@
+"""The management API (Starlette): districts, subscriptions, tokens, deliveries, events."""
+
+from __future__ import annotations

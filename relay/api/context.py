@@ -1,0 +1,52 @@
+"""What every handler needs, built once per process and kept on ``app.state``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+
+from relay.api.auth import Authenticator, TokenCodec
+from relay.api.errors import ApiError, describe_validation_error
+from relay.api.pagination import CursorCodec
+from relay.db import Database
+from relay.delivery.targets import TargetPolicy
+from relay.settings import Settings
+
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    authenticator: Authenticator
+    tokens: TokenCodec
+    cursors: CursorCodec
+    target_policy: TargetPolicy
+
+
+def services(request: Request) -> Services:
+    value = request.app.state.services
+    assert isinstance(value, Services)
+    return value
+
+
+async def read_json(request: Request, model: type[M]) -> M:
+    """Parse the body as ``model``: 400 for what is not JSON, 422 naming each bad field."""
+    raw = await request.body()
+    if not raw.strip():
+        raise ApiError(400, "request body: expected a JSON object, got nothing")
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"request body: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ApiError(422, f"request body: expected a JSON object, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ApiError(422, describe_validation_error(exc)) from None

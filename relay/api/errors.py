@@ -1,0 +1,79 @@
+"""The API's error format: ``{"error": {"code": "...", "message": "..."}}``, never a 500 for
+bad input."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+logger = logging.getLogger("relay.api")
+
+_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+    500: "internal_error",
+    503: "unavailable",
+}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code or _CODES.get(status, "error")
+        self.message = message
+
+
+def error_response(status: int, message: str, code: str | None = None) -> JSONResponse:
+    body = {"error": {"code": code or _CODES.get(status, "error"), "message": message}}
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line naming each bad field and what is wrong with it."""
+    parts = []
+    for error in exc.errors(include_url=False):
+        loc = ".".join(str(p) for p in error["loc"]) or "body"
+        msg = str(error["msg"]).removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            msg = "unknown field"
+        parts.append(f"{loc}: {msg}")
+    return "; ".join(parts)
+
+
+async def _api_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.message, exc.code)
+
+
+async def _http_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    message = exc.detail if isinstance(exc.detail, str) else _CODES.get(exc.status_code, "error")
+    if exc.status_code == 404:
+        message = "no such route"
+    return error_response(exc.status_code, message)
+
+
+async def _unhandled(request: Request, exc: Exception) -> Response:
+    logger.exception("unhandled error", extra={"path": request.url.path, "method": request.method})
+    return error_response(500, "internal error")
+
+
+exception_handlers: dict[Any, Any] = {
+    ApiError: _api_error,
+    HTTPException: _http_error,
+    Exception: _unhandled,
+}

@@ -1,0 +1,60 @@
+"""Unauthenticated operational routes: health, readiness, the API description."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from relay.api import schemas
+from relay.api.context import services
+from relay.api.spec import DOCS_HTML, Operation, build_openapi, operation
+
+
+@operation(Operation("Liveness", "ops", {200: schemas.Health}, auth=False))
+async def healthz(_request: Request) -> Response:
+    return JSONResponse({"status": "ok", "checks": {}})
+
+
+@operation(
+    Operation(
+        "Readiness: the database is reachable",
+        "ops",
+        {200: schemas.Health},
+        errors=(503,),
+        auth=False,
+    )
+)
+async def readyz(request: Request) -> Response:
+    checks: dict[str, str] = {}
+    try:
+        await services(request).db.ping()
+        checks["database"] = "ok"
+    except Exception as exc:  # readiness reports any failure; it must not raise
+        checks["database"] = f"unreachable: {type(exc).__name__}"
+    ready = all(v == "ok" for v in checks.values())
+    if not ready:
+        return JSONResponse(
+            {"error": {"code": "unavailable", "message": "not ready: " + str(checks)}},
+            status_code=503,
+        )
+    return JSONResponse({"status": "ok", "checks": checks})
+
+
+async def openapi(request: Request) -> Response:
+    spec = request.app.state.openapi
+    if spec is None:
+        spec = request.app.state.openapi = build_openapi(request.app.routes)
+    return JSONResponse(spec)
+
+
+async def docs(_request: Request) -> Response:
+    return HTMLResponse(DOCS_HTML)
+
+
+routes = [
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/readyz", readyz, methods=["GET"]),
+    Route("/openapi.json", openapi, methods=["GET"], include_in_schema=False),
+    Route("/docs", docs, methods=["GET"], include_in_schema=False),
+]

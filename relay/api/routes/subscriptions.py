@@ -1,0 +1,220 @@
+"""Subscriptions: where matching events are delivered. A service token sees only its own."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from sqlmodel import col, select, update
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from relay._exceptions import TargetNotAllowed
+from relay.api import schemas
+from relay.api.auth import Principal, principal
+from relay.api.context import Services, read_json, services
+from relay.api.errors import ApiError
+from relay.api.pagination import parse_limit
+from relay.api.spec import CURSOR, LIMIT, Operation, Query, operation
+from relay.db import utcnow
+from relay.db.models import Delivery, DeliveryStatus, Subscription
+from relay.delivery.signing import generate_secret
+from relay.delivery.targets import check_target_url
+
+SECRET_OVERLAP = timedelta(hours=24)
+
+
+def subscription_fields(sub: Subscription) -> dict[str, Any]:
+    return schemas.Subscription.model_validate(sub, from_attributes=True).model_dump(mode="json")
+
+
+def _with_secret(sub: Subscription) -> dict[str, Any]:
+    return subscription_fields(sub) | {"secret": sub.secret}
+
+
+async def _check_target(svc: Services, url: str) -> None:
+    try:
+        await check_target_url(url, svc.target_policy)
+    except (TargetNotAllowed, ValueError) as exc:
+        raise ApiError(422, f"url: {exc}") from None
+
+
+async def load_visible(svc: Services, who: Principal, subscription_id: str) -> Subscription:
+    """The subscription, or 404 if it does not exist *or* belongs to another owner (a service
+    token must not learn that another owner's id exists)."""
+    async with svc.db.read() as session:
+        sub = await session.get(Subscription, subscription_id)
+    if sub is None or not (who.is_admin or sub.owner == who.owner):
+        raise ApiError(404, f"no subscription {subscription_id!r}")
+    return sub
+
+
+@operation(
+    Operation(
+        "Create a subscription",
+        "subscriptions",
+        {201: schemas.SubscriptionWithSecret},
+        request=schemas.SubscriptionCreate,
+        errors=(403,),
+        description="The response carries the signing secret; it is never shown again "
+        "except by rotate-secret.",
+    )
+)
+async def create_subscription(request: Request) -> Response:
+    who = principal(request)
+    svc = services(request)
+    body = await read_json(request, schemas.SubscriptionCreate)
+    if not who.is_admin and body.owner not in (None, who.owner):
+        raise ApiError(403, "owner: a service token can only create its own subscriptions")
+    await _check_target(svc, body.url)
+    sub = Subscription(
+        owner=body.owner or who.owner,
+        url=body.url,
+        description=body.description,
+        record_types=body.record_types or [],
+        actions=body.actions or [],
+        schools=body.schools or [],
+        districts=body.districts or [],
+        secret=body.secret or generate_secret(),
+        enabled=body.enabled,
+    )
+    async with svc.db.write() as session:
+        session.add(sub)
+    return JSONResponse(_with_secret(sub), status_code=201)
+
+
+@operation(
+    Operation(
+        "List subscriptions",
+        "subscriptions",
+        {200: schemas.SubscriptionList},
+        query=(LIMIT, CURSOR, Query("owner", {"type": "string"}, "admin only: one owner's")),
+    )
+)
+async def list_subscriptions(request: Request) -> Response:
+    who = principal(request)
+    svc = services(request)
+    limit = parse_limit(request)
+    query = select(Subscription).order_by(col(Subscription.id)).limit(limit + 1)
+    if not who.is_admin:
+        query = query.where(Subscription.owner == who.owner)
+    elif owner := request.query_params.get("owner"):
+        query = query.where(Subscription.owner == owner)
+    if cursor := request.query_params.get("cursor"):
+        after = str(svc.cursors.decode("subscriptions", cursor))
+        query = query.where(col(Subscription.id) > after)
+    async with svc.db.read() as session:
+        rows = list((await session.exec(query)).all())
+    next_cursor = None
+    if len(rows) > limit:
+        next_cursor = svc.cursors.encode("subscriptions", rows[limit - 1].id)
+    return JSONResponse(
+        {"data": [subscription_fields(s) for s in rows[:limit]], "next_cursor": next_cursor}
+    )
+
+
+@operation(
+    Operation("Show a subscription", "subscriptions", {200: schemas.Subscription}, errors=(404,))
+)
+async def get_subscription(request: Request) -> Response:
+    sub = await load_visible(
+        services(request), principal(request), request.path_params["subscription_id"]
+    )
+    return JSONResponse(subscription_fields(sub))
+
+
+@operation(
+    Operation(
+        "Change a subscription's URL, filters or enabled state",
+        "subscriptions",
+        {200: schemas.Subscription},
+        request=schemas.SubscriptionUpdate,
+        errors=(404,),
+        description="Setting enabled to true re-enables a subscription the relay disabled.",
+    )
+)
+async def update_subscription(request: Request) -> Response:
+    who, svc = principal(request), services(request)
+    subscription_id = request.path_params["subscription_id"]
+    await load_visible(svc, who, subscription_id)
+    body = await read_json(request, schemas.SubscriptionUpdate)
+    if body.url is not None:
+        await _check_target(svc, body.url)
+    async with svc.db.write() as session:
+        sub = await session.get(Subscription, subscription_id)
+        if sub is None:
+            raise ApiError(404, f"no subscription {subscription_id!r}")
+        for name in body.model_fields_set:
+            value = getattr(body, name)
+            if name in ("record_types", "actions", "schools", "districts"):
+                value = value or []
+            if value is not None or name == "description":
+                setattr(sub, name, value)
+        if body.enabled is not None:
+            sub.disabled_reason = None
+            sub.failing_since = None
+        sub.updated_at = utcnow()
+        session.add(sub)
+    return JSONResponse(subscription_fields(sub))
+
+
+@operation(
+    Operation(
+        "Delete a subscription (its pending deliveries are cancelled)",
+        "subscriptions",
+        {204: None},
+        errors=(404,),
+    )
+)
+async def delete_subscription(request: Request) -> Response:
+    who, svc = principal(request), services(request)
+    subscription_id = request.path_params["subscription_id"]
+    await load_visible(svc, who, subscription_id)
+    async with svc.db.write() as session:
+        sub = await session.get(Subscription, subscription_id)
+        if sub is None:
+            raise ApiError(404, f"no subscription {subscription_id!r}")
+        await session.delete(sub)
+        await session.exec(
+            update(Delivery)
+            .where(col(Delivery.subscription_id) == subscription_id)
+            .where(col(Delivery.status).in_([DeliveryStatus.PENDING, DeliveryStatus.RETRYING]))
+            .values(status=DeliveryStatus.CANCELLED, next_attempt_at=None, updated_at=utcnow())
+        )
+    return Response(status_code=204)
+
+
+@operation(
+    Operation(
+        "Rotate the signing secret (the old one keeps signing for 24 h)",
+        "subscriptions",
+        {200: schemas.SubscriptionWithSecret},
+        errors=(404,),
+    )
+)
+async def rotate_secret(request: Request) -> Response:
+    who, svc = principal(request), services(request)
+    subscription_id = request.path_params["subscription_id"]
+    await load_visible(svc, who, subscription_id)
+    async with svc.db.write() as session:
+        sub = await session.get(Subscription, subscription_id)
+        if sub is None:
+            raise ApiError(404, f"no subscription {subscription_id!r}")
+        now = utcnow()
+        sub.previous_secret = sub.secret
+        sub.previous_secret_expires_at = now + SECRET_OVERLAP
+        sub.secret = generate_secret()
+        sub.updated_at = now
+        session.add(sub)
+    return JSONResponse(_with_secret(sub))
+
+
+routes = [
+    Route("/v1/subscriptions", create_subscription, methods=["POST"]),
+    Route("/v1/subscriptions", list_subscriptions, methods=["GET"]),
+    Route("/v1/subscriptions/{subscription_id}", get_subscription, methods=["GET"]),
+    Route("/v1/subscriptions/{subscription_id}", update_subscription, methods=["PATCH"]),
+    Route("/v1/subscriptions/{subscription_id}", delete_subscription, methods=["DELETE"]),
+    Route("/v1/subscriptions/{subscription_id}/rotate-secret", rotate_secret, methods=["POST"]),
+]

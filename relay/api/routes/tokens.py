@@ -1,0 +1,65 @@
+"""Service tokens (admin only): one owner per internal service."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from relay.api import schemas
+from relay.api.auth import ADMIN_OWNER, principal
+from relay.api.context import read_json, services
+from relay.api.errors import ApiError
+from relay.api.spec import Operation, operation
+from relay.db import utcnow
+from relay.db.models import ServiceOwner
+
+
+@operation(
+    Operation(
+        "Mint a service token for an owner",
+        "tokens",
+        {201: schemas.Token},
+        request=schemas.TokenCreate,
+        errors=(403,),
+        description="The token sees and manages only subscriptions whose owner is its own. "
+        "Minting again gives another valid token; revoking ends all of them.",
+    )
+)
+async def create_token(request: Request) -> Response:
+    principal(request).require_admin()
+    svc = services(request)
+    body = await read_json(request, schemas.TokenCreate)
+    if body.owner == ADMIN_OWNER:
+        raise ApiError(422, f"owner: {ADMIN_OWNER!r} is reserved for the admin token")
+    async with svc.db.write() as session:
+        row = await session.get(ServiceOwner, body.owner)
+        if row is None:
+            row = ServiceOwner(owner=body.owner)
+        elif row.revoked:
+            row.revoked = False
+            row.updated_at = utcnow()
+        session.add(row)
+    token = svc.tokens.mint(row.owner, row.generation)
+    return JSONResponse({"owner": row.owner, "token": token}, status_code=201)
+
+
+@operation(Operation("Revoke every token of an owner", "tokens", {204: None}, errors=(403, 404)))
+async def revoke_tokens(request: Request) -> Response:
+    principal(request).require_admin()
+    owner = request.path_params["owner"]
+    async with services(request).db.write() as session:
+        row = await session.get(ServiceOwner, owner)
+        if row is None or row.revoked:
+            raise ApiError(404, f"no active tokens for owner {owner!r}")
+        row.generation += 1
+        row.revoked = True
+        row.updated_at = utcnow()
+        session.add(row)
+    return Response(status_code=204)
+
+
+routes = [
+    Route("/v1/tokens", create_token, methods=["POST"]),
+    Route("/v1/tokens/{owner}", revoke_tokens, methods=["DELETE"]),
+]

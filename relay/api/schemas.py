@@ -1,0 +1,185 @@
+"""Request and response bodies. Requests forbid unknown fields so a typo is an error, not a
+silently ignored setting."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from relay._exceptions import TargetNotAllowed
+from relay.delivery.signing import parse_secret
+from relay.delivery.targets import TargetPolicy, validate_target_url
+from relay.matching import ACTIONS, RECORD_TYPES
+
+Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
+OwnerName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,100}$")]
+
+
+ANY_TARGET = TargetPolicy.from_env_value(None)
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+def check_url(value: str) -> str:
+    """Syntax only; the route checks the target policy (which may resolve the name)."""
+    try:
+        validate_target_url(value, ANY_TARGET)
+    except TargetNotAllowed as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+def _check_members(values: list[str], allowed: tuple[str, ...], what: str) -> list[str]:
+    unknown = [v for v in values if v not in allowed]
+    if unknown:
+        raise ValueError(f"unknown {what} {unknown[0]!r}; expected one of {', '.join(allowed)}")
+    return sorted(set(values))
+
+
+def _check_secret(value: str | None) -> str | None:
+    if value is not None:
+        parse_secret(value)
+    return value
+
+
+class SubscriptionFilters(_Request):
+    record_types: list[str] | None = Field(default=None, max_length=len(RECORD_TYPES))
+    actions: list[str] | None = Field(default=None, max_length=len(ACTIONS))
+    schools: list[Identifier] | None = Field(default=None, max_length=1000)
+    districts: list[Identifier] | None = Field(default=None, max_length=1000)
+
+    @field_validator("record_types")
+    @classmethod
+    def _record_types(cls, v: list[str] | None) -> list[str] | None:
+        return None if v is None else _check_members(v, RECORD_TYPES, "record type")
+
+    @field_validator("actions")
+    @classmethod
+    def _actions(cls, v: list[str] | None) -> list[str] | None:
+        return None if v is None else _check_members(v, ACTIONS, "action")
+
+    @field_validator("schools", "districts")
+    @classmethod
+    def _dedupe(cls, v: list[str] | None) -> list[str] | None:
+        return None if v is None else sorted(set(v))
+
+
+class SubscriptionCreate(SubscriptionFilters):
+    url: str
+    description: str | None = Field(default=None, max_length=1000)
+    secret: str | None = Field(
+        default=None, description="whsec_ + base64 of 24-64 bytes; generated when absent"
+    )
+    enabled: bool = True
+    owner: OwnerName | None = Field(
+        default=None, description="admin only; a service token always creates its own"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return check_url(v)
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, v: str | None) -> str | None:
+        return _check_secret(v)
+
+
+class SubscriptionUpdate(SubscriptionFilters):
+    url: str | None = None
+    description: str | None = Field(default=None, max_length=1000)
+    enabled: bool | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        return None if v is None else check_url(v)
+
+
+class Subscription(BaseModel):
+    id: str
+    owner: str
+    url: str
+    description: str | None
+    record_types: list[str]
+    actions: list[str]
+    schools: list[str]
+    districts: list[str]
+    enabled: bool
+    disabled_reason: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class SubscriptionWithSecret(Subscription):
+    secret: str = Field(description="shown only at creation and rotation")
+
+
+class DistrictCreate(_Request):
+    id: Identifier
+    token: str = Field(min_length=1, max_length=512, description="Clever district token")
+    name: str | None = Field(default=None, max_length=200)
+    start_from: Literal["latest", "earliest"] = "latest"
+
+
+class DistrictUpdate(_Request):
+    name: str | None = Field(default=None, max_length=200)
+    token: str | None = Field(default=None, min_length=1, max_length=512)
+    status: Literal["active", "paused"] | None = Field(
+        default=None,
+        description="'paused' stops polling; 'active' resumes and acknowledges "
+        "gap_detected, unauthorized or error",
+    )
+
+
+class District(BaseModel):
+    id: str
+    name: str | None
+    status: Literal["active", "paused", "unauthorized", "gap_detected", "error"]
+    start_from: str
+    token_source: str
+    cursor: str | None = Field(description="the last stored Clever event id")
+    last_polled_at: datetime | None
+    last_event_at: datetime | None
+    lag_seconds: float | None
+    last_error: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class TokenCreate(_Request):
+    owner: OwnerName
+
+
+class Token(BaseModel):
+    owner: str
+    token: str
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class Error(BaseModel):
+    error: ErrorDetail
+
+
+class Health(BaseModel):
+    status: str
+    checks: dict[str, str] = Field(default_factory=dict)
+
+
+class SubscriptionList(BaseModel):
+    data: list[Subscription]
+    next_cursor: str | None
+
+
+class DistrictList(BaseModel):
+    data: list[District]
+    next_cursor: str | None

@@ -1,0 +1,176 @@
+"""OpenAPI 3.1 for the API, generated from the same pydantic models the handlers validate with.
+
+Each handler declares its operation with :func:`operation`; ``build_openapi`` walks the
+routes, so a route cannot exist without a description of its request and responses.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
+from starlette.routing import BaseRoute, Route
+
+from relay import __version__
+from relay.api.schemas import Error
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class Query:
+    name: str
+    schema: dict[str, Any]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Operation:
+    summary: str
+    tag: str
+    responses: dict[int, type[BaseModel] | None]
+    request: type[BaseModel] | None = None
+    query: Sequence[Query] = ()
+    errors: Sequence[int] = ()
+    auth: bool = True
+    description: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def operation(op: Operation) -> Callable[[F], F]:
+    def attach(fn: F) -> F:
+        fn.__openapi__ = op  # type: ignore[attr-defined]
+        return fn
+
+    return attach
+
+
+LIMIT = Query("limit", {"type": "integer", "minimum": 1, "maximum": 500}, "page size")
+CURSOR = Query("cursor", {"type": "string"}, "next_cursor of the previous page")
+_PATH_PARAM = re.compile(r"{(\w+)(?::\w+)?}")
+_ERROR_TEXT = {
+    400: "Malformed request",
+    401: "Missing, invalid or revoked token",
+    403: "Not allowed for this token",
+    404: "Not found, or not visible to this token",
+    409: "Conflicts with existing state",
+    413: "Request body larger than 1 MiB",
+    422: "Invalid field values",
+    503: "Not ready",
+}
+
+
+def build_openapi(routes: Sequence[BaseRoute]) -> dict[str, Any]:
+    ops: list[tuple[str, str, Operation]] = []
+    models: set[type[BaseModel]] = {Error}
+    for route in routes:
+        if not isinstance(route, Route):
+            continue
+        op: Operation | None = getattr(route.endpoint, "__openapi__", None)
+        if op is None:
+            continue
+        for method in sorted((route.methods or set()) - {"HEAD"}):
+            ops.append((route.path, method.lower(), op))
+        models.update(m for m in op.responses.values() if m is not None)
+        if op.request is not None:
+            models.add(op.request)
+
+    pairs: list[tuple[type[BaseModel], JsonSchemaMode]] = [
+        (m, "validation" if _is_request(m, ops) else "serialization") for m in models
+    ]
+    _, top = models_json_schema(
+        sorted(pairs, key=lambda p: p[0].__name__),
+        ref_template="#/components/schemas/{model}",
+    )
+    paths: dict[str, dict[str, Any]] = {}
+    for path, method, op in ops:
+        template = _PATH_PARAM.sub(r"{\1}", path)
+        paths.setdefault(template, {})[method] = _operation_object(template, method, op)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Clever Events Relay",
+            "version": __version__,
+            "description": "Manage districts, webhook subscriptions, service tokens, the "
+            "delivery log and events of the relay.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": top.get("$defs", {}),
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+def _is_request(model: type[BaseModel], ops: list[tuple[str, str, Operation]]) -> bool:
+    return any(op.request is model for _, _, op in ops)
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _operation_id(method: str, path: str) -> str:
+    return method + "_" + re.sub(r"[^A-Za-z0-9]+", "_", path).strip("_")
+
+
+def _operation_object(path: str, method: str, op: Operation) -> dict[str, Any]:
+    params: list[dict[str, Any]] = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in _PATH_PARAM.findall(path)
+    ]
+    params += [
+        {"name": q.name, "in": "query", "required": False, "schema": q.schema}
+        | ({"description": q.description} if q.description else {})
+        for q in op.query
+    ]
+    responses: dict[str, Any] = {}
+    for status, model in op.responses.items():
+        entry: dict[str, Any] = {"description": "OK" if status < 300 else "Response"}
+        if model is not None:
+            entry["content"] = {"application/json": {"schema": _ref(model)}}
+        responses[str(status)] = entry
+    errors = set(op.errors)
+    if op.auth:
+        errors |= {401}
+    if op.request is not None:
+        errors |= {400, 413, 422}
+    if op.query:
+        errors |= {400, 422}
+    for status in sorted(errors):
+        responses[str(status)] = {
+            "description": _ERROR_TEXT.get(status, "Error"),
+            "content": {"application/json": {"schema": _ref(Error)}},
+        }
+    obj: dict[str, Any] = {
+        "summary": op.summary,
+        "operationId": _operation_id(method, path),
+        "tags": [op.tag],
+        "parameters": params,
+        "responses": responses,
+    }
+    if op.description:
+        obj["description"] = op.description
+    if op.auth:
+        obj["security"] = [{"bearer": []}]
+    if op.request is not None:
+        obj["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": _ref(op.request)}},
+        }
+    return obj | op.extra
+
+
+DOCS_HTML = """<!doctype html>
+<html><head><meta charset="utf-8"><title>Clever Events Relay API</title>
+<link rel="stylesheet" href="https://unpkg.com/swagger-ui-dist@5/swagger-ui.css"></head>
+<body><div id="ui"><p>Loading the API reference… It needs the Swagger UI script from
+unpkg.com; offline, read <a href="/openapi.json">/openapi.json</a> directly.</p></div>
+<script src="https://unpkg.com/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
+<script>SwaggerUIBundle({url: "/openapi.json", dom_id: "#ui"});</script>
+</body></html>
+"""

@@ -1,0 +1,290 @@
+"""Async client for ``GET /v3.1/events``: one request per call, errors mapped, token kept secret.
+
+It doesn't retry: the poll job owns retry policy (it knows about leases and the district's
+status). It does pace: every request waits on the ``TokenPacer`` first, so after a 429 nothing
+goes out with that token before the reset, whoever calls. The token travels only in the
+``Authorization`` header; messages, logs and reprs carry at most a hash of it (``token_key``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+
+import httpx
+
+from relay._exceptions import (
+    CleverBadBody,
+    CleverRateLimited,
+    CleverResponseError,
+    CleverServerError,
+    CleverTransportError,
+    CleverUnauthorized,
+)
+from relay.clever.events import (
+    CleverEvent,
+    EventsPage,
+    is_valid_event_id,
+    parse_event,
+    parse_events_page,
+    safe_excerpt,
+)
+from relay.clever.ratelimit import (
+    RateLimit,
+    TokenPacer,
+    parse_reset,
+    parse_retry_after,
+    token_key,
+)
+
+__all__ = [
+    "MAX_LIMIT",
+    "CleverClient",
+    "error_excerpt",
+    "error_from_response",
+    "rate_limit_reset",
+    "transport_error",
+]
+
+logger = logging.getLogger("relay.clever")
+
+MAX_LIMIT = 10_000  # above it Clever answers 413
+REQUEST_ID_HEADER = "clever-request-id"
+USER_AGENT = "clever-events-relay"
+# When a 429 says nothing usable about its reset: Clever's window is 60 s.
+DEFAULT_RATE_LIMIT_WAIT = 60.0
+# A header value must be visible ASCII; checked up front so httpx never echoes a bad token.
+_TOKEN_RE = re.compile(r"[\x21-\x7e]+")
+
+
+@dataclass(frozen=True)
+class _Reply:
+    content: bytes
+    request_id: str | None
+    rate_limit: RateLimit | None
+    log_fields: dict[str, object]
+
+
+class CleverClient:
+    """``async with CleverClient("https://api.clever.com") as clever: await clever.list_events(t)``.
+
+    Pass ``http`` to share a connection pool (it is then not closed here) and ``pacer`` to share
+    pacing between clients in one process; by default each client has its own pacer.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        http: httpx.AsyncClient | None = None,
+        timeout: float = 30.0,
+        pacer: TokenPacer | None = None,
+    ) -> None:
+        self._base_url = base_url.rstrip("/")
+        self._owns_http = http is None
+        self._http = http if http is not None else httpx.AsyncClient(follow_redirects=False)
+        self._timeout = timeout
+        self.pacer = pacer if pacer is not None else TokenPacer()
+
+    def __repr__(self) -> str:
+        return f"CleverClient({self._base_url!r})"
+
+    async def __aenter__(self) -> CleverClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool if this client created it."""
+        if self._owns_http:
+            await self._http.aclose()
+
+    async def list_events(
+        self, token: str, *, starting_after: str | None = None, limit: int = 1000
+    ) -> EventsPage:
+        """One page of events after ``starting_after`` (None: the oldest retained), ascending.
+
+        An empty page means caught up. A cursor older than retention is *not* an error at
+        Clever (it silently answers from the oldest event): gap detection is the caller's.
+        """
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+            raise ValueError(f"limit must be an integer from 1 to {MAX_LIMIT}")
+        params: dict[str, str] = {"limit": str(limit)}
+        if starting_after is not None:
+            if not is_valid_event_id(starting_after):
+                raise ValueError("starting_after must be a 24-hex Clever event id")
+            params["starting_after"] = starting_after
+        reply = await self._get(token, "/v3.1/events", params)
+        return _page(reply, token)
+
+    async def latest_event_id(self, token: str) -> str | None:
+        """The newest event id (``ending_before=last&limit=1``), or None if there are none.
+
+        The seed for a district that starts "now"; take it before any full Data API sync.
+        """
+        reply = await self._get(token, "/v3.1/events", {"ending_before": "last", "limit": "1"})
+        return _page(reply, token).last_id
+
+    async def get_event(self, token: str, event_id: str) -> CleverEvent:
+        """One event by id (``GET /v3.1/events/{id}``)."""
+        if not is_valid_event_id(event_id):
+            raise ValueError("event_id must be a 24-hex Clever event id")
+        reply = await self._get(token, f"/v3.1/events/{event_id}", {})
+        try:
+            return parse_event(reply.content, request_id=reply.request_id, redact=(token,))
+        except CleverBadBody as exc:
+            _log_bad_body(reply, exc)
+            raise
+
+    async def _get(self, token: str, path: str, params: Mapping[str, str]) -> _Reply:
+        if not isinstance(token, str) or _TOKEN_RE.fullmatch(token) is None:
+            raise ValueError("token is empty or holds characters an HTTP header can't carry")
+        key = token_key(token)
+        await self.pacer.wait(key)
+        what = f"GET {path}"
+        log_fields: dict[str, object] = {"method": "GET", "path": path, "token_key": key}
+        started = time.perf_counter()
+        try:
+            response = await self._http.get(
+                self._base_url + path,
+                params=params,
+                headers={
+                    "Authorization": f"Bearer {token}",
+                    "Accept": "application/json",
+                    "User-Agent": USER_AGENT,
+                },
+                timeout=self._timeout,
+            )
+        except httpx.HTTPError as exc:
+            failure = transport_error(exc, what, redact=(token,))
+            logger.warning("%s", failure, extra={**log_fields, "error": type(exc).__name__})
+            raise failure from None
+        duration_ms = round((time.perf_counter() - started) * 1000, 1)
+        request_id = response.headers.get(REQUEST_ID_HEADER)
+        rate_limit = RateLimit.from_headers(response.headers)
+        self.pacer.record(key, rate_limit)
+        log_fields |= {
+            "clever_request_id": request_id,
+            "status_code": response.status_code,
+            "duration_ms": duration_ms,
+        }
+        logger.debug("%s -> %s in %sms", what, response.status_code, duration_ms, extra=log_fields)
+        if not response.is_success:
+            error = error_from_response(
+                response, what=what, credentials="the district token", redact=(token,)
+            )
+            if isinstance(error, CleverRateLimited):
+                self.pacer.block(key, error.reset_at)
+            logger.warning("%s", error, extra=log_fields)
+            raise error
+        content = response.content
+        if not content.strip():
+            error_body = CleverBadBody(f"{what}: Clever sent an empty body", request_id=request_id)
+            logger.warning("%s", error_body, extra=log_fields)
+            raise error_body
+        return _Reply(content, request_id, rate_limit, log_fields)
+
+
+def _page(reply: _Reply, token: str) -> EventsPage:
+    try:
+        return parse_events_page(
+            reply.content,
+            rate_limit=reply.rate_limit,
+            request_id=reply.request_id,
+            redact=(token,),
+        )
+    except CleverBadBody as exc:
+        _log_bad_body(reply, exc)
+        raise
+
+
+def _log_bad_body(reply: _Reply, exc: CleverBadBody) -> None:
+    logger.warning("GET %s: %s", reply.log_fields["path"], exc, extra=reply.log_fields)
+
+
+def error_from_response(
+    response: httpx.Response,
+    *,
+    what: str,
+    credentials: str,
+    redact: Iterable[str] = (),
+    now: float | None = None,
+) -> CleverResponseError:
+    """The exception for a non-2xx answer, with a short cleaned excerpt of the body.
+
+    ``credentials`` names what a 401 rejected ("the district token", "the client
+    credentials"); the credentials themselves never appear.
+    """
+    status = response.status_code
+    request_id = response.headers.get(REQUEST_ID_HEADER)
+    excerpt = error_excerpt(response.content, redact=redact)
+    detail = f": {excerpt}" if excerpt else ""
+    if status == 401:
+        return CleverUnauthorized(
+            f"{what}: Clever rejected {credentials} (401){detail}",
+            status_code=status,
+            request_id=request_id,
+            body_excerpt=excerpt,
+        )
+    if status == 429:
+        reset_at = rate_limit_reset(response.headers, time.time() if now is None else now)
+        return CleverRateLimited(
+            f"{what}: rate limited by Clever (429) until {reset_at:.0f}{detail}",
+            reset_at=reset_at,
+            request_id=request_id,
+            body_excerpt=excerpt,
+        )
+    cls = CleverServerError if status >= 500 else CleverResponseError
+    return cls(
+        f"{what}: Clever answered {status}{detail}",
+        status_code=status,
+        request_id=request_id,
+        body_excerpt=excerpt,
+    )
+
+
+def rate_limit_reset(headers: Mapping[str, str], now: float) -> float:
+    """When a 429 ends: ``X-RateLimit-Reset``, or a later ``Retry-After``, else now + 60 s.
+
+    Never earlier than a second from now: a reset already past (clock skew) must still stop
+    the immediate retry that would earn another 429.
+    """
+    candidates = [t for t in (parse_reset(headers), parse_retry_after(headers, now)) if t]
+    reset_at = max(candidates) if candidates else now + DEFAULT_RATE_LIMIT_WAIT
+    return max(reset_at, now + 1.0)
+
+
+def error_excerpt(content: bytes, *, redact: Iterable[str] = ()) -> str:
+    """``{"message": ...}`` when the body is Clever's JSON error, else a cleaned text excerpt."""
+    if not content.strip():
+        return ""
+    try:
+        document = json.loads(content)
+    except ValueError:
+        document = None
+    if isinstance(document, dict):
+        for key in ("message", "error"):
+            if isinstance(document.get(key), str):
+                return safe_excerpt(document[key], redact=redact)
+    return safe_excerpt(content, redact=redact)
+
+
+def transport_error(
+    exc: httpx.HTTPError, what: str, *, redact: Iterable[str] = ()
+) -> CleverTransportError:
+    """A ``CleverTransportError`` for an httpx failure; its text is redacted and cut short."""
+    kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "failed"
+    detail = safe_excerpt(str(exc), redact=redact)
+    name = type(exc).__name__
+    return CleverTransportError(f"{what} {kind} ({name}){': ' + detail if detail else ''}")

@@ -1,0 +1,284 @@
+"""The Starlette app: Clever's ``/v3.1/events`` API, ``/oauth/tokens``, and ``/_sim`` control.
+
+Order of checks for ``/v3.1/...`` requests: injected fault (``slow`` delays and goes on,
+``truncated`` cuts the real answer), then the bearer token (401), then the per-token rate
+limit (429, empty body), then the route. Every API response carries ``clever-request-id``
+and the rate-limit headers, except the HTML 404 (rate-limit headers only) and /oauth/tokens.
+
+Choices where Clever's behaviour is unconfirmed (clever-notes.md): a malformed cursor or an
+unknown ``record_type`` is a 400; ``school=`` keeps only events whose record belongs to that
+school before or after the change (districts, courses, terms, resources, contacts never do);
+``next``/``prev`` links keep ``limit`` and the filters, with keys sorted as Go's
+``url.Values.Encode`` does (matching the recorded ``limit=25&starting_after=...``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+from urllib.parse import urlencode
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from relay.clever.simulator.control import control_routes
+from relay.clever.simulator.faults import JSON_TYPE, fault_response, truncate
+from relay.clever.simulator.records import RECORD_TYPES
+from relay.clever.simulator.state import District, Simulator
+from relay.clever.simulator.stream import API_PREFIX
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 10_000
+_ID = re.compile(r"^[0-9a-f]{24}$")
+_INT = re.compile(r"^[+-]?\d+$")
+_EXPRESS_404 = (
+    '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>Error</title>\n'
+    "</head>\n<body>\n<pre>Cannot {method} {path}</pre>\n</body>\n</html>\n"
+)
+
+Handler = Callable[[Request, District], Response]
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def _message(status: int, message: str, headers: dict[str, str]) -> Response:
+    return JSONResponse({"message": message}, status, headers=headers, media_type=JSON_TYPE)
+
+
+def _json(body: bytes, headers: dict[str, str], status: int = 200) -> Response:
+    return Response(body, status, headers=headers, media_type=JSON_TYPE)
+
+
+def _sim(request: Request) -> Simulator:
+    sim: Simulator = request.app.state.sim
+    return sim
+
+
+def _bearer(request: Request) -> str | None:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+def _log(request: Request, **fields: Any) -> None:
+    entry = request.scope.get("sim.log")
+    if entry is not None:
+        entry.update(fields)
+
+
+async def _api(request: Request, handler: Handler) -> Response:
+    """Faults, auth and rate limit around an API handler."""
+    sim = _sim(request)
+    token = _bearer(request)
+    district = sim.district_for_token(token)
+    _log(request, district=district.id if district else None)
+    headers = {"clever-request-id": uuid.uuid4().hex}
+    rule = sim.faults.pick(district.id if district else None)
+    if rule is not None:
+        _log(request, fault=rule.kind)
+        if rule.kind == "slow":
+            await asyncio.sleep(rule.delay)
+        elif rule.kind != "truncated":
+            return fault_response(rule, headers, sim.rate.limit)
+    if district is None or token is None:
+        return _message(401, "Unauthorized: invalid or missing bearer token", headers)
+    allowed, limit_headers = sim.rate.hit(token)
+    headers.update(limit_headers)
+    if not allowed:
+        return Response(b"", 429, headers=headers)
+    response = handler(request, district)
+    response.headers.update(headers)
+    if rule is not None and rule.kind == "truncated" and response.status_code == 200:
+        cut = truncate(bytes(response.body))
+        response.body = cut
+        response.headers["content-length"] = str(len(cut))
+    return response
+
+
+def _link(params: list[tuple[str, str]]) -> str:
+    return f"{API_PREFIX}/events?" + urlencode(sorted(params, key=lambda kv: kv[0]))
+
+
+def list_events(request: Request, district: District) -> Response:
+    sim = _sim(request)
+    q = request.query_params
+    raw_limit = q.get("limit")
+    limit = DEFAULT_LIMIT
+    if raw_limit is not None:
+        if not _INT.match(raw_limit.strip()):
+            return _message(400, f"invalid limit: {raw_limit!r}", {})
+        limit = int(raw_limit)
+        if limit <= 0:
+            return _message(400, "limit must be a positive integer", {})
+        if limit > MAX_LIMIT:
+            return _message(413, f"limit must be at most {MAX_LIMIT}", {})
+    starting_after = q.get("starting_after") or None
+    ending_before = q.get("ending_before") or None
+    for name, value in (("starting_after", starting_after), ("ending_before", ending_before)):
+        if (
+            value is not None
+            and not _ID.match(value)
+            and not (name == "ending_before" and value == "last")
+        ):
+            return _message(400, f"invalid {name}: {value!r}", {})
+    record_types = q.getlist("record_type")
+    unknown = [t for t in record_types if t not in RECORD_TYPES]
+    if unknown:
+        return _message(400, f"invalid record_type: {unknown[0]!r}", {})
+    school = q.get("school") or None
+
+    sim.prune()
+    page = district.store.page(
+        limit, starting_after, ending_before, frozenset(record_types), school
+    )
+    filters = [("record_type", t) for t in record_types] + ([("school", school)] if school else [])
+    if raw_limit is not None:
+        filters.append(("limit", str(limit)))
+    links = [
+        {"rel": "self", "uri": f"{API_PREFIX}/events?{request.scope['query_string'].decode()}"}
+    ]
+    if page and (starting_after or ending_before):
+        links.append({"rel": "prev", "uri": _link([*filters, ("ending_before", page[0].id)])})
+    if page:
+        links.append({"rel": "next", "uri": _link([*filters, ("starting_after", page[-1].id)])})
+    body = b'{"data":[' + b",".join(e.item() for e in page) + b'],"links":'
+    return _json(body + _dumps(links) + b"}", {})
+
+
+def get_event(request: Request, district: District) -> Response:
+    _sim(request).prune()
+    event_id = request.path_params["event_id"]
+    event = district.store.by_id.get(event_id)
+    if event is None:
+        return _message(404, "Resource not found", {})
+    links = _dumps([{"rel": "self", "uri": f"{API_PREFIX}/events/{event_id}"}])
+    return _json(b'{"data":' + event.raw + b',"links":' + links + b"}", {})
+
+
+async def events_endpoint(request: Request) -> Response:
+    return await _api(request, list_events)
+
+
+async def event_endpoint(request: Request) -> Response:
+    return await _api(request, get_event)
+
+
+async def oauth_tokens(request: Request) -> Response:
+    """``GET /oauth/tokens?owner_type=district[&district=<id>]`` with HTTP Basic credentials.
+
+    Like clever.com's: no clever-request-id, no rate-limit headers.
+    """
+    sim = _sim(request)
+    scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
+    try:
+        user, _, password = base64.b64decode(encoded.strip(), validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        user = password = ""
+    cfg = sim.config
+    if scheme.lower() != "basic" or (user, password) != (cfg.client_id, cfg.client_secret):
+        return JSONResponse({"message": "invalid client credentials"}, 401, media_type=JSON_TYPE)
+    if request.query_params.get("owner_type") != "district":
+        return JSONResponse({"message": "owner_type must be district"}, 400, media_type=JSON_TYPE)
+    wanted = request.query_params.get("district")
+    data = [d.token_json() for d in sim.districts.values() if wanted in (None, d.id)]
+    self_uri = f"/oauth/tokens?{request.scope['query_string'].decode()}"
+    return JSONResponse(
+        {"data": data, "links": [{"rel": "self", "uri": self_uri}]}, media_type=JSON_TYPE
+    )
+
+
+async def not_found(request: Request, exc: Exception) -> Response:
+    """Express's HTML 404 (also for a wrong method), with rate-limit headers for a known token."""
+    page = _EXPRESS_404.format(method=request.method, path=request.url.path)
+    headers: dict[str, str] = {}
+    token = _bearer(request)
+    if token and _sim(request).district_for_token(token) is not None:
+        headers = _sim(request).rate.hit(token)[1]
+    return Response(page, 404, headers=headers, media_type="text/html; charset=utf-8")
+
+
+class RequestLog:
+    """ASGI middleware: logs every non-``/_sim`` request with start/end times and status."""
+
+    def __init__(self, app: ASGIApp, sim: Simulator) -> None:
+        self.app = app
+        self.sim = sim
+        self.counter = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith("/_sim"):
+            await self.app(scope, receive, send)
+            return
+        self.counter += 1
+        entry: dict[str, Any] = {
+            "seq": self.counter,
+            "method": scope["method"],
+            "path": scope["path"],
+            "query": scope["query_string"].decode("latin-1"),
+            "district": None,
+            "status": None,
+            "fault": None,
+            "started_wall": time.time(),
+            "started_monotonic": time.monotonic(),
+            "ended_wall": None,
+            "ended_monotonic": None,
+        }
+        scope["sim.log"] = entry
+        self.sim.requests.append(entry)
+
+        async def send_logged(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                entry["status"] = message["status"]
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                entry["ended_wall"] = time.time()
+                entry["ended_monotonic"] = time.monotonic()
+            await send(message)
+
+        await self.app(scope, receive, send_logged)
+
+
+def create_app(sim: Simulator | None = None) -> Starlette:
+    """The simulator as a Starlette app; a background task generates the steady event rate."""
+    simulator = sim or Simulator()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        task = asyncio.create_task(simulator.run_steady())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    routes = [
+        Route(f"{API_PREFIX}/events", events_endpoint, methods=["GET"]),
+        Route(f"{API_PREFIX}/events/{{event_id}}", event_endpoint, methods=["GET"]),
+        Route("/oauth/tokens", oauth_tokens, methods=["GET"]),
+        *control_routes(),
+    ]
+    handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
+        404: not_found,
+        405: not_found,
+    }
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=[Middleware(RequestLog, sim=simulator)],
+        exception_handlers=handlers,
+    )
+    app.state.sim = simulator
+    return app

@@ -1,0 +1,159 @@
+"""The relay's tables.
+
+Ids: districts and events keep Clever's ids (so ``id`` means the same thing in the API, the
+logs and Clever's dashboard); subscriptions get ``sub_…`` ids; deliveries and attempts are
+integers because they are the rows that number in the millions and are paged by id.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Column, Index, Integer, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from relay.db.engine import utcnow
+from relay.db.types import UTCDateTime
+
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def _utc_column(*, nullable: bool = True, index: bool = False) -> Any:
+    return Field(default=None, sa_type=UTCDateTime, nullable=nullable, index=index)
+
+
+def new_subscription_id() -> str:
+    return "sub_" + secrets.token_hex(12)
+
+
+class DistrictStatus(StrEnum):
+    ACTIVE = "active"
+    PAUSED = "paused"
+    UNAUTHORIZED = "unauthorized"
+    GAP_DETECTED = "gap_detected"
+    ERROR = "error"
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"
+    RETRYING = "retrying"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class District(SQLModel, table=True):
+    __tablename__ = "districts"
+
+    id: str = Field(primary_key=True, max_length=64)
+    name: str | None = Field(default=None, max_length=200)
+    token: str = Field(max_length=512)
+    token_source: str = Field(default="manual", max_length=16)
+    start_from: str = Field(default="latest", max_length=16)
+    status: str = Field(default=DistrictStatus.ACTIVE, max_length=16)
+    cursor: str | None = Field(default=None, max_length=24)
+    seeded: bool = False
+    last_polled_at: datetime | None = _utc_column()
+    last_event_at: datetime | None = _utc_column()
+    last_error: str | None = Field(default=None, sa_type=Text)
+    caught_up: bool = False
+    caught_up_at: datetime | None = _utc_column()
+    consecutive_failures: int = 0
+    poll_after: datetime | None = _utc_column()
+    lease_owner: str | None = Field(default=None, max_length=64)
+    lease_until: datetime | None = _utc_column()
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+
+
+class Subscription(SQLModel, table=True):
+    __tablename__ = "subscriptions"
+    __table_args__ = (Index("ix_subscriptions_owner_id", "owner", "id"),)
+
+    id: str = Field(default_factory=new_subscription_id, primary_key=True, max_length=32)
+    owner: str = Field(max_length=100)
+    url: str = Field(max_length=2048)
+    description: str | None = Field(default=None, max_length=1000)
+    record_types: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    actions: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    schools: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    districts: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    secret: str = Field(max_length=128)
+    previous_secret: str | None = Field(default=None, max_length=128)
+    previous_secret_expires_at: datetime | None = _utc_column()
+    enabled: bool = True
+    disabled_reason: str | None = Field(default=None, max_length=500)
+    failing_since: datetime | None = _utc_column()
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+
+
+class Event(SQLModel, table=True):
+    """A Clever event, stored once. ``body`` is the webhook body: the event as received
+    plus ``"district"``, serialised once so every attempt signs the same bytes."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        Index("ix_events_district_id_id", "district_id", "id"),
+        Index("ix_events_received_at", "received_at"),
+    )
+
+    id: str = Field(primary_key=True, max_length=24)
+    district_id: str = Field(max_length=64)
+    type: str = Field(max_length=64, index=True)
+    record_id: str | None = Field(default=None, max_length=64, index=True)
+    created: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    received_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    body: str = Field(sa_type=Text)
+
+
+class Delivery(SQLModel, table=True):
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("subscription_id", "event_id", name="uq_deliveries_subscription_event"),
+        Index("ix_deliveries_subscription_status_id", "subscription_id", "status", "id"),
+        Index("ix_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
+        Index("ix_deliveries_event_id", "event_id"),
+        Index("ix_deliveries_created_at", "created_at"),
+    )
+
+    id: int | None = Field(default=None, sa_type=BigId, primary_key=True)
+    subscription_id: str = Field(max_length=32)
+    event_id: str = Field(max_length=24)
+    event_type: str = Field(max_length=64)
+    status: str = Field(default=DeliveryStatus.PENDING, max_length=16)
+    attempts: int = 0
+    next_attempt_at: datetime | None = _utc_column()
+    last_status_code: int | None = None
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+
+
+class DeliveryAttempt(SQLModel, table=True):
+    __tablename__ = "delivery_attempts"
+    __table_args__ = (Index("ix_delivery_attempts_delivery_id_id", "delivery_id", "id"),)
+
+    id: int | None = Field(default=None, sa_type=BigId, primary_key=True)
+    delivery_id: int = Field(sa_type=BigId)
+    attempted_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    status_code: int | None = None
+    duration_ms: int = 0
+    error: str | None = Field(default=None, sa_type=Text)
+    response_excerpt: str = Field(default="", sa_type=Text)
+    trigger: str = Field(default="schedule", max_length=16)
+
+
+class ServiceOwner(SQLModel, table=True):
+    """A service-token owner. Tokens embed ``generation``; revoking bumps it, so every
+    token minted before the revocation stops working at once."""
+
+    __tablename__ = "service_owners"
+
+    owner: str = Field(primary_key=True, max_length=100)
+    generation: int = 1
+    revoked: bool = False
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)

@@ -1,0 +1,167 @@
+"""Storing a page of Clever events: events, their deliveries and the cursor advance commit in
+one transaction, or none of them do.
+
+That single transaction is what makes the relay lossless: a worker killed mid-page leaves the
+cursor where it was, so the page is fetched again; an event is stored once (its Clever id is
+the primary key); and there is never an event without its deliveries (the outbox rows that
+the dispatcher and the reconciler turn into arq jobs).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Table
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import SQLModel, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from relay._exceptions import LeaseLost
+from relay.clever.events import CleverEvent
+from relay.db import Database, utcnow
+from relay.db.models import Delivery, DeliveryStatus, District, DistrictStatus, Event
+from relay.delivery.fanout import load_targets, matching_targets
+from relay.delivery.signing import webhook_body
+
+logger = logging.getLogger("relay.ingest")
+
+
+@dataclass(frozen=True, slots=True)
+class DueDelivery:
+    """An outbox row to hand to the dispatcher: attempt ``attempt`` of ``delivery_id``."""
+
+    delivery_id: int
+    attempt: int
+    due_at: datetime
+
+
+@dataclass(frozen=True)
+class PageResult:
+    stored: int
+    due: list[DueDelivery]
+
+
+def table_of(model: type[SQLModel]) -> Table:
+    table = model.__table__  # type: ignore[attr-defined]
+    assert isinstance(table, Table)
+    return table
+
+
+def insert_ignoring_duplicates(session: AsyncSession, model: type[SQLModel]) -> Any:
+    """``INSERT … ON CONFLICT DO NOTHING`` for whichever backend the session is on."""
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    return dialect.insert(table_of(model)).on_conflict_do_nothing()
+
+
+async def locked_district(session: AsyncSession, district_id: str) -> District | None:
+    """The district row, locked for this write transaction (SQLite's BEGIN IMMEDIATE already
+    locks the whole database; PostgreSQL needs FOR UPDATE)."""
+    query = select(District).where(District.id == district_id).with_for_update()
+    return (await session.exec(query)).first()
+
+
+async def store_page(
+    db: Database,
+    *,
+    district_id: str,
+    lease_owner: str,
+    expected_cursor: str | None,
+    events: Sequence[CleverEvent],
+    caught_up: bool,
+    lease_seconds: float,
+    gap: str | None = None,
+) -> PageResult:
+    """Store ``events`` and advance the cursor past them, if we still own the poll.
+
+    Raises LeaseLost (and stores nothing) if another worker holds the lease or the cursor is
+    no longer ``expected_cursor``: the page we fetched may already be stored, or stale.
+    """
+    now = utcnow()
+    async with db.write() as session:
+        district = await locked_district(session, district_id)
+        if district is None or district.lease_owner != lease_owner:
+            raise LeaseLost(f"district {district_id}: poll lease is held by another worker")
+        if district.cursor != expected_cursor:
+            raise LeaseLost(f"district {district_id}: cursor moved while the page was fetched")
+
+        inserted = await _insert_events(session, district_id, events, now)
+        due = await _insert_deliveries(session, district_id, events, inserted, now)
+
+        if events:
+            newest = max(events, key=lambda e: e.id)
+            district.cursor = newest.id
+            district.last_event_at = newest.created
+        district.last_polled_at = now
+        district.caught_up = caught_up
+        if caught_up:
+            district.caught_up_at = now
+        district.lease_until = now + timedelta(seconds=lease_seconds)
+        district.consecutive_failures = 0
+        if gap is not None and district.status != DistrictStatus.PAUSED:
+            district.status = DistrictStatus.GAP_DETECTED
+            district.last_error = gap
+        elif district.status == DistrictStatus.ERROR:
+            district.status = DistrictStatus.ACTIVE
+            district.last_error = None
+        district.updated_at = now
+        session.add(district)
+    return PageResult(stored=len(inserted), due=due)
+
+
+async def _insert_events(
+    session: AsyncSession, district_id: str, events: Sequence[CleverEvent], now: datetime
+) -> set[str]:
+    if not events:
+        return set()
+    rows = [
+        {
+            "id": e.id,
+            "district_id": district_id,
+            "type": e.type,
+            "record_id": e.record_id,
+            "created": e.created,
+            "received_at": now,
+            "body": webhook_body(e.raw, district_id).decode(),
+        }
+        for e in events
+    ]
+    stmt = insert_ignoring_duplicates(session, Event).returning(table_of(Event).c.id)
+    result = await (await session.connection()).execute(stmt, rows)
+    return set(result.scalars().all())
+
+
+async def _insert_deliveries(
+    session: AsyncSession,
+    district_id: str,
+    events: Sequence[CleverEvent],
+    inserted: set[str],
+    now: datetime,
+) -> list[DueDelivery]:
+    """Deliveries for the events this transaction inserted (not for ones stored before)."""
+    if not inserted:
+        return []
+    targets = await load_targets(session)
+    rows = [
+        {
+            "subscription_id": subscription_id,
+            "event_id": e.id,
+            "event_type": e.type,
+            "status": DeliveryStatus.PENDING,
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for e in events
+        if e.id in inserted
+        for subscription_id in matching_targets(e.raw, district_id, targets)
+    ]
+    if not rows:
+        return []
+    stmt = insert_ignoring_duplicates(session, Delivery).returning(table_of(Delivery).c.id)
+    result = await (await session.connection()).execute(stmt, rows)
+    return [DueDelivery(int(i), 1, now) for i in sorted(result.scalars().all())]

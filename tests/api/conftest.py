@@ -1,0 +1,42 @@
+"""The API under a real uvicorn server, and clients for it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from relay.api.app import create_app
+from relay.secrets import RuntimeSecrets
+from relay.settings import Settings
+from tests.conftest import ADMIN_TOKEN
+from tests.support.servers import serve
+
+
+@pytest.fixture
+def api_url(settings: Settings, runtime: RuntimeSecrets) -> Iterator[str]:
+    with serve(create_app(settings, runtime)) as server:
+        yield server.url
+
+
+@pytest.fixture
+def admin(api_url: str) -> Iterator[httpx.Client]:
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    with httpx.Client(base_url=api_url, headers=headers, timeout=10) as client:
+        yield client
+
+
+@pytest.fixture
+def anonymous(api_url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=api_url, timeout=10) as client:
+        yield client
+
+
+def service_client(admin: httpx.Client, owner: str) -> httpx.Client:
+    response = admin.post("/v1/tokens", json={"owner": owner})
+    assert response.status_code == 201, response.text
+    token = response.json()["token"]
+    return httpx.Client(
+        base_url=str(admin.base_url), headers={"Authorization": f"Bearer {token}"}, timeout=10
+    )

@@ -1,0 +1,133 @@
+from __future__ import annotations
+
+import base64
+
+import httpx
+import pytest
+from standardwebhooks.webhooks import Webhook
+
+from tests.api.conftest import service_client
+
+URL = "http://127.0.0.1:9999/hooks"
+
+
+def create(client: httpx.Client, **fields: object) -> httpx.Response:
+    return client.post("/v1/subscriptions", json={"url": URL, **fields})
+
+
+def test_secret_is_shown_once_and_signs(admin: httpx.Client) -> None:
+    response = create(admin, record_types=["users"], schools=["s1"])
+    assert response.status_code == 201
+    body = response.json()
+    secret = body["secret"]
+    assert secret.startswith("whsec_")
+    assert len(base64.b64decode(secret.removeprefix("whsec_"))) == 32
+    Webhook(secret)  # the official library accepts it
+    shown = admin.get(f"/v1/subscriptions/{body['id']}").json()
+    assert "secret" not in shown
+    assert secret not in admin.get("/v1/subscriptions").text
+    assert shown["owner"] == "admin"
+    assert shown["record_types"] == ["users"]
+    assert shown["schools"] == ["s1"]
+
+
+def test_supplied_secret_is_kept(admin: httpx.Client) -> None:
+    secret = "whsec_" + base64.b64encode(b"k" * 24).decode()
+    assert create(admin, secret=secret).json()["secret"] == secret
+
+
+@pytest.mark.parametrize(
+    ("fields", "needle"),
+    [
+        ({"url": "ftp://example.com/x"}, "url"),
+        ({"url": "/relative"}, "url"),
+        ({"url": "http://169.254.169.254/latest"}, "url"),
+        ({"record_types": ["students"]}, "'students'"),
+        ({"actions": ["upserted"]}, "'upserted'"),
+        ({"secret": "nope"}, "secret"),
+        ({"secret": "whsec_" + base64.b64encode(b"short").decode()}, "secret"),
+        ({"colour": "blue"}, "colour: unknown field"),
+        ({"enabled": "maybe"}, "enabled"),
+    ],
+)
+def test_bad_input_is_named(admin: httpx.Client, fields: dict[str, object], needle: str) -> None:
+    response = admin.post("/v1/subscriptions", json={"url": URL} | fields)
+    assert response.status_code == 422, response.text
+    assert needle in response.json()["error"]["message"]
+
+
+def test_malformed_json_is_400(admin: httpx.Client) -> None:
+    response = admin.post(
+        "/v1/subscriptions", content=b"{", headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert admin.post("/v1/subscriptions", json=[1]).status_code == 422
+
+
+def test_body_over_one_mib_is_413(admin: httpx.Client) -> None:
+    big = {"url": URL, "description": "x" * (1024 * 1024 + 10)}
+    assert admin.post("/v1/subscriptions", json=big).status_code == 413
+
+
+def test_owner_scoping(admin: httpx.Client) -> None:
+    with service_client(admin, "team-a") as a, service_client(admin, "team-b") as b:
+        sub_a = create(a).json()
+        sub_b = create(b).json()
+        assert sub_a["owner"] == "team-a"
+        assert [s["id"] for s in a.get("/v1/subscriptions").json()["data"]] == [sub_a["id"]]
+        for method, suffix in [
+            ("GET", ""),
+            ("PATCH", ""),
+            ("DELETE", ""),
+            ("POST", "/rotate-secret"),
+        ]:
+            kwargs = {"json": {"description": "x"}} if method == "PATCH" else {}
+            response = a.request(method, f"/v1/subscriptions/{sub_b['id']}{suffix}", **kwargs)
+            assert response.status_code == 404, (method, suffix)
+        assert create(a, owner="team-b").status_code == 403
+        assert len(admin.get("/v1/subscriptions").json()["data"]) == 2
+        assert (
+            admin.get("/v1/subscriptions", params={"owner": "team-b"}).json()["data"][0]["id"]
+            == sub_b["id"]
+        )
+
+
+def test_admin_can_create_for_an_owner(admin: httpx.Client) -> None:
+    assert create(admin, owner="team-c").json()["owner"] == "team-c"
+
+
+def test_update_and_delete(admin: httpx.Client) -> None:
+    sub = create(admin, schools=["a"]).json()
+    patched = admin.patch(
+        f"/v1/subscriptions/{sub['id']}",
+        json={"schools": ["b", "a", "b"], "enabled": False, "description": "d"},
+    )
+    assert patched.status_code == 200
+    assert patched.json()["schools"] == ["a", "b"]
+    assert patched.json()["enabled"] is False
+    assert admin.patch(f"/v1/subscriptions/{sub['id']}", json={"url": "nope"}).status_code == 422
+    assert admin.delete(f"/v1/subscriptions/{sub['id']}").status_code == 204
+    assert admin.get(f"/v1/subscriptions/{sub['id']}").status_code == 404
+
+
+def test_rotate_secret_returns_a_new_secret(admin: httpx.Client) -> None:
+    sub = create(admin).json()
+    rotated = admin.post(f"/v1/subscriptions/{sub['id']}/rotate-secret").json()
+    assert rotated["secret"] != sub["secret"]
+    assert rotated["secret"].startswith("whsec_")
+
+
+def test_pagination_walks_every_item_once(admin: httpx.Client) -> None:
+    ids = {create(admin).json()["id"] for _ in range(7)}
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params = {"limit": 3} | ({"cursor": cursor} if cursor else {})
+        page = admin.get("/v1/subscriptions", params=params).json()
+        seen += [s["id"] for s in page["data"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert sorted(seen) == sorted(ids)
+    assert admin.get("/v1/subscriptions", params={"cursor": "forged"}).status_code == 400
+    assert admin.get("/v1/subscriptions", params={"limit": 0}).status_code == 422

@@ -1,0 +1,83 @@
+"""A worker running in the test's event loop against real Redis, a real database, a
+simulator and receivers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from relay.clever.simulator import Simulator, SimulatorConfig, create_app
+from relay.db import Database
+from relay.db.models import District, Subscription
+from relay.delivery.signing import generate_secret
+from relay.settings import Settings
+from tests.support.servers import ServerThread, serve
+from workers.settings import run_worker
+
+REDIS_URL = os.environ.get("RELAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
+
+
+@pytest.fixture
+async def redis_url() -> AsyncIterator[str]:
+    client = aioredis.from_url(REDIS_URL)
+    await client.flushdb()
+    yield REDIS_URL
+    await client.flushdb()
+    await client.aclose()
+
+
+@pytest.fixture
+def simulator() -> Iterator[tuple[Simulator, ServerThread]]:
+    sim = Simulator(SimulatorConfig(districts=1, seed=7))
+    with serve(create_app(sim)) as server:
+        yield sim, server
+
+
+def worker_settings(settings: Settings, clever_url: str, **overrides: Any) -> Settings:
+    values = settings.model_dump() | {
+        "clever_api_url": clever_url,
+        "poll_interval": 0.2,
+        "poll_lease": 3.0,
+        "retry_schedule": "0.2,0.2,0.2,0.2",
+        "delivery_timeout": 2.0,
+    }
+    return Settings(**(values | overrides), _env_file=None)  # type: ignore[call-arg]
+
+
+@asynccontextmanager
+async def running_worker(settings: Settings, redis_url: str) -> AsyncIterator[None]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_worker(settings, redis_url, stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+async def add_district(db: Database, district_id: str, token: str, **fields: Any) -> None:
+    async with db.write() as session:
+        session.add(District(id=district_id, token=token, **fields))
+
+
+async def add_subscription(db: Database, url: str, **fields: Any) -> Subscription:
+    sub = Subscription(owner="test", url=url, secret=generate_secret(), **fields)
+    async with db.write() as session:
+        session.add(sub)
+    return sub
+
+
+async def wait_for(
+    condition: Callable[[], Awaitable[bool]], timeout: float = 30.0, interval: float = 0.1
+) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(interval)

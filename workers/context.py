@@ -1,0 +1,83 @@
+"""What every job in a worker process shares, built once at start-up."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from arq.connections import ArqRedis
+
+from relay.clever.client import CleverClient
+from relay.clever.ratelimit import TokenPacer
+from relay.db import Database
+from relay.delivery.schedule import RetrySchedule
+from relay.delivery.sender import WebhookSender
+from relay.delivery.targets import TargetPolicy
+from relay.dispatch import Dispatcher
+from relay.settings import Settings
+
+# In-flight attempts per subscription in one worker process: a slow or hanging endpoint can
+# hold at most this many of the worker's slots; its other jobs step aside (arq Retry).
+PER_SUBSCRIPTION_CONCURRENCY = 8
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class WorkerContext:
+    settings: Settings
+    db: Database
+    redis: ArqRedis
+    dispatcher: Dispatcher
+    sender: WebhookSender
+    clever: CleverClient
+    schedule: RetrySchedule
+    worker_id: str = field(default_factory=worker_id)
+    in_flight: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    @classmethod
+    async def open(cls, settings: Settings, redis: ArqRedis) -> WorkerContext:
+        sender = WebhookSender(
+            timeout=settings.delivery_timeout,
+            policy=TargetPolicy.from_env_value(settings.allowed_targets),
+        )
+        await sender.__aenter__()
+        return cls(
+            settings=settings,
+            db=Database(settings.database_url),
+            redis=redis,
+            dispatcher=Dispatcher(redis),
+            sender=sender,
+            clever=CleverClient(settings.clever_api_url, pacer=TokenPacer()),
+            schedule=settings.schedule,
+        )
+
+    async def close(self) -> None:
+        await self.sender.aclose()
+        await self.clever.aclose()
+        await self.db.dispose()
+
+
+def context_of(ctx: dict[str, Any]) -> WorkerContext:
+    value = ctx["relay"]
+    assert isinstance(value, WorkerContext)
+    return value
+
+
+async def sleep_until(deadline: float, stop: asyncio.Event) -> bool:
+    """Sleep until ``deadline`` (loop time) or ``stop``; True if stopped."""
+    timeout = deadline - asyncio.get_running_loop().time()
+    if timeout <= 0:
+        return stop.is_set()
+    try:
+        await asyncio.wait_for(stop.wait(), timeout)
+    except TimeoutError:
+        return False
+    return True
