@@ -1,0 +1,63 @@
+"""Real relay processes (``relay worker``, ``relay serve``, …) for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+RELAY = [sys.executable, "-m", "relay.cli"]
+
+
+def relay_env(settings_env: Mapping[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RELAY_", "CLEVER_"))}
+    env |= {"RELAY_LOG_FORMAT": "json", **settings_env}
+    return env
+
+
+class RelayProcess:
+    def __init__(self, args: list[str], env: Mapping[str, str], log: Path) -> None:
+        self.args = args
+        self.log = log
+        self._log_file = log.open("ab")
+        self.proc = subprocess.Popen(
+            [*RELAY, *args],
+            env=relay_env(env),
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, no lease release, jobs left in flight."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._log_file.close()
+        return int(self.proc.returncode)
+
+    def output(self) -> str:
+        self._log_file.flush()
+        return self.log.read_text(errors="replace")
+
+
+@contextmanager
+def relay_process(args: list[str], env: Mapping[str, str], log: Path) -> Iterator[RelayProcess]:
+    process = RelayProcess(args, env, log)
+    try:
+        yield process
+    finally:
+        process.stop()
