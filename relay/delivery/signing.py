@@ -101,3 +101,21 @@ def webhook_body(event_raw: Mapping[str, Any], district_id: str) -> bytes:
         return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
         return json.dumps(payload, separators=(",", ":")).encode("ascii")
+
+
+TIMESTAMP_TOLERANCE = 300  # seconds, as the Standard Webhooks libraries allow
+
+
+def verify(secret: str, headers: Mapping[str, str], body: bytes, now: float | None = None) -> bool:
+    """Whether ``body`` carries a valid signature of ``secret`` with a fresh timestamp: what a
+    receiver does (``relay listen`` uses it; real receivers use the standardwebhooks package)."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    msg_id = lowered.get("webhook-id", "")
+    stamp = lowered.get("webhook-timestamp", "")
+    if not msg_id or not stamp.isdigit():
+        return False
+    if abs((time.time() if now is None else now) - int(stamp)) > TIMESTAMP_TOLERANCE:
+        return False
+    expected = sign([secret], msg_id, int(stamp), body).encode()
+    offered = lowered.get("webhook-signature", "").split()
+    return any(hmac.compare_digest(expected, candidate.encode()) for candidate in offered)

@@ -1,0 +1,145 @@
+"""``relay run``: everything in one command on embedded defaults.
+
+Migrates the database, starts an embedded Redis when ``RELAY_REDIS_URL`` is unset, and runs
+the API and a worker in one process. With no Clever credentials and no real district
+registered, it also runs the bundled Clever simulator and registers its districts, so a
+newcomer sees events flow within seconds (``relay listen`` in another terminal shows them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+
+from sqlmodel import col, delete, select
+
+from relay.api.app import create_app
+from relay.clever.simulator import Simulator, SimulatorConfig
+from relay.clever.simulator import create_app as create_simulator
+from relay.cli.migrate import upgrade
+from relay.cli.serving import QuietServer, make_server, stop_on_signals
+from relay.db import Database
+from relay.db.models import District
+from relay.embedded_redis import EmbeddedRedis
+from relay.secrets import RuntimeSecrets, resolve_secrets
+from relay.settings import Settings, get_settings
+from workers.settings import run_worker
+
+NAME = "run"
+HELP = "run everything on embedded defaults (migrate, Redis, API, worker, simulator)"
+SIMULATED = "simulator"
+logger = logging.getLogger("relay.run")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="API host (default %(default)s)")
+    parser.add_argument("--port", type=int, default=8000, help="API port (default %(default)s)")
+    parser.add_argument(
+        "--simulator", choices=("auto", "on", "off"), default="auto",
+        help="run the bundled Clever simulator: auto = when no Clever is configured",
+    )  # fmt: skip
+    parser.add_argument("--simulator-port", type=int, default=8765)
+    parser.add_argument(
+        "--simulator-rate", type=float, default=1.0,
+        help="simulated events per second per district (default %(default)s)",
+    )  # fmt: skip
+
+
+async def _wants_simulator(settings: Settings, db: Database, choice: str) -> bool:
+    if choice != "auto":
+        return choice == "on"
+    if settings.clever_credentials is not None:
+        return False
+    async with db.read() as session:
+        sources = set((await session.exec(select(District.token_source))).all())
+    return sources <= {SIMULATED}
+
+
+async def _register_simulated(db: Database, sim: Simulator) -> None:
+    """Districts of an earlier run's simulator are gone with it; register this one's."""
+    async with db.write() as session:
+        await session.exec(delete(District).where(col(District.token_source) == SIMULATED))
+        for district in sim.districts.values():
+            session.add(
+                District(
+                    id=district.id,
+                    name=f"{district.name} (simulated)",
+                    token=district.token,
+                    token_source=SIMULATED,
+                    start_from="earliest",
+                )
+            )
+
+
+def _banner(args: argparse.Namespace, runtime: RuntimeSecrets, simulated: bool) -> str:
+    api = f"http://{args.host}:{args.port}"
+    lines = [
+        "",
+        f"  Clever Events Relay is running: API {api}  (docs {api}/docs)",
+        f"  admin token: {runtime.admin_token}"
+        + ("  (generated; kept in the data dir)" if runtime.admin_token_generated else ""),
+        f'  try:  curl -s {api}/v1/districts -H "Authorization: Bearer {runtime.admin_token}"',
+    ]
+    if simulated:
+        lines.append(
+            f"  Clever is simulated at http://127.0.0.1:{args.simulator_port} "
+            f"({args.simulator_rate:g} events/s per district)."
+        )
+    lines += [
+        "  watch deliveries arrive, in another terminal:  .venv/bin/relay listen",
+        "  Ctrl-C stops everything.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+async def _run(
+    args: argparse.Namespace, settings: Settings, runtime: RuntimeSecrets, redis_url: str
+) -> None:
+    stop = stop_on_signals()
+
+    db = Database(settings.database_url)
+    servers: list[QuietServer] = []
+    simulated = await _wants_simulator(settings, db, args.simulator)
+    if simulated:
+        sim = Simulator(SimulatorConfig(districts=2, events_per_second=args.simulator_rate))
+        servers.append(make_server(create_simulator(sim), "127.0.0.1", args.simulator_port))
+        settings = settings.model_copy(
+            update={"clever_api_url": f"http://127.0.0.1:{args.simulator_port}"}
+        )
+        await _register_simulated(db, sim)
+    servers.append(make_server(create_app(settings, runtime, db), args.host, args.port))
+
+    tasks = [asyncio.create_task(s.serve()) for s in servers]
+    worker = asyncio.create_task(run_worker(settings, redis_url, stop))
+    while not all(s.started for s in servers):
+        if any(t.done() for t in tasks):
+            stop.set()
+            break
+        await asyncio.sleep(0.05)
+    else:
+        print(_banner(args, runtime, simulated), flush=True)
+    await stop.wait()
+    await worker
+    for server in servers:
+        server.should_exit = True
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await db.dispose()
+
+
+def main(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    upgrade(settings.database_url)
+    runtime = resolve_secrets(settings)
+    embedded = None
+    redis_url = settings.redis_url
+    if not redis_url:
+        embedded = EmbeddedRedis(settings.data_dir).start()
+        redis_url = embedded.url
+    try:
+        asyncio.run(_run(args, settings, runtime, redis_url))
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    return 0

@@ -1,0 +1,73 @@
+"""The README's run command end to end: ``relay run`` on embedded defaults (SQLite, embedded
+Redis, the simulator) and ``relay listen`` showing verified deliveries, as real processes."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import httpx
+
+from relay.delivery.signing import generate_secret, webhook_headers
+from tests.support.processes import RelayProcess
+from tests.support.servers import free_port
+
+
+def wait_for_text(process: RelayProcess, needle: str, timeout: float = 60) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = process.output()
+        if needle in text:
+            return text
+        if process.proc.poll() is not None:
+            raise AssertionError(f"{process.args} exited:\n{text[-3000:]}")
+        time.sleep(0.2)
+    raise AssertionError(f"{needle!r} not seen in {process.args}:\n{process.output()[-3000:]}")
+
+
+def test_run_on_embedded_defaults_and_listen(tmp_path: Path) -> None:
+    api_port, sim_port, listen_port = free_port(), free_port(), free_port()
+    workdir = tmp_path / "fresh"
+    workdir.mkdir()
+    cwd = os.getcwd()
+    os.chdir(workdir)  # relay run keeps relay.db and .relay/ in the working directory
+    try:
+        run = RelayProcess(
+            ["run", "--port", str(api_port), "--simulator-port", str(sim_port),
+             "--simulator-rate", "5"],
+            {}, tmp_path / "run.log",
+        )  # fmt: skip
+        listen = None
+        try:
+            banner = wait_for_text(run, "Ctrl-C stops everything")
+            assert "admin token: rat_" in banner
+            assert (workdir / "relay.db").exists()
+            assert (workdir / ".relay" / "admin_token").exists()
+            listen = RelayProcess(
+                ["listen", "--api", f"http://127.0.0.1:{api_port}", "--port", str(listen_port)],
+                {}, tmp_path / "listen.log",
+            )  # fmt: skip
+            text = wait_for_text(listen, "✓ ", timeout=30)
+            assert "district=" in text
+
+            # a forged delivery is refused and said so
+            forged = generate_secret()
+            body = b'{"id":"x","type":"users.updated"}'
+            response = httpx.post(
+                f"http://127.0.0.1:{listen_port}/",
+                content=body,
+                headers=webhook_headers([forged], "forged-id", body),
+            )
+            assert response.status_code == 401
+            wait_for_text(listen, "forged-id BAD SIGNATURE")
+        finally:
+            if listen is not None:
+                assert listen.stop() == 0
+            assert run.stop() == 0
+        output = run.output()
+        assert "Traceback" not in output, output[-3000:]
+        admin = (workdir / ".relay" / "admin_token").read_text().strip()
+        assert admin not in (tmp_path / "listen.log").read_text()
+    finally:
+        os.chdir(cwd)
