@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from relay._exceptions import ConfigError
+from relay.settings import Settings
 
 
 def redis_executable() -> str:
@@ -85,3 +86,11 @@ class EmbeddedRedis:
             except subprocess.TimeoutExpired:
                 self.process.kill()
         self.process = None
+
+
+def configured_redis_url(settings: Settings) -> str | None:
+    """``RELAY_REDIS_URL``, else the embedded Redis of a running ``relay run``, else None."""
+    if settings.redis_url:
+        return settings.redis_url
+    embedded = socket_path(settings.data_dir)
+    return f"unix://{embedded}" if embedded.exists() else None

@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import TypeVar
 
+from arq.connections import ArqRedis
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
@@ -13,7 +14,9 @@ from relay.api.auth import Authenticator, TokenCodec
 from relay.api.errors import ApiError, describe_validation_error
 from relay.api.pagination import CursorCodec
 from relay.db import Database
+from relay.delivery.sender import WebhookSender
 from relay.delivery.targets import TargetPolicy
+from relay.dispatch import Dispatcher
 from relay.settings import Settings
 
 M = TypeVar("M", bound=BaseModel)
@@ -27,6 +30,9 @@ class Services:
     tokens: TokenCodec
     cursors: CursorCodec
     target_policy: TargetPolicy
+    sender: WebhookSender
+    redis: ArqRedis | None = None
+    dispatcher: Dispatcher | None = None
 
 
 def services(request: Request) -> Services:

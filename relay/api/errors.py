@@ -4,6 +4,7 @@ bad input."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import ValidationError
@@ -36,10 +37,17 @@ class ApiError(Exception):
         self.message = message
 
 
-def error_response(status: int, message: str, code: str | None = None) -> JSONResponse:
+def error_response(
+    status: int,
+    message: str,
+    code: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
     body = {"error": {"code": code or _CODES.get(status, "error"), "message": message}}
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(body, status_code=status, headers=headers)
+    extra = dict(headers or {})
+    if status == 401:
+        extra["WWW-Authenticate"] = "Bearer"
+    return JSONResponse(body, status_code=status, headers=extra or None)
 
 
 def describe_validation_error(exc: ValidationError) -> str:
@@ -64,7 +72,7 @@ async def _http_error(_request: Request, exc: Exception) -> Response:
     message = exc.detail if isinstance(exc.detail, str) else _CODES.get(exc.status_code, "error")
     if exc.status_code == 404:
         message = "no such route"
-    return error_response(exc.status_code, message)
+    return error_response(exc.status_code, message, headers=exc.headers)
 
 
 async def _unhandled(request: Request, exc: Exception) -> Response:

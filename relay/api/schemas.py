@@ -68,8 +68,13 @@ class SubscriptionFilters(_Request):
         return None if v is None else sorted(set(v))
 
 
+WebhookUrl = Annotated[
+    str, StringConstraints(min_length=8, max_length=2048, pattern=r"^https?://[^\s/?#@]+(/\S*)?$")
+]
+
+
 class SubscriptionCreate(SubscriptionFilters):
-    url: str
+    url: WebhookUrl = Field(description="absolute http(s) URL the relay POSTs to")
     description: str | None = Field(default=None, max_length=1000)
     secret: str | None = Field(
         default=None, description="whsec_ + base64 of 24-64 bytes; generated when absent"
@@ -91,7 +96,7 @@ class SubscriptionCreate(SubscriptionFilters):
 
 
 class SubscriptionUpdate(SubscriptionFilters):
-    url: str | None = None
+    url: WebhookUrl | None = None
     description: str | None = Field(default=None, max_length=1000)
     enabled: bool | None = None
 
@@ -118,6 +123,16 @@ class Subscription(BaseModel):
 
 class SubscriptionWithSecret(Subscription):
     secret: str = Field(description="shown only at creation and rotation")
+
+
+class TestAttempt(BaseModel):
+    webhook_id: str = Field(description="the webhook-id of the relay.test event sent")
+    attempted_at: datetime
+    succeeded: bool
+    status_code: int | None
+    duration_ms: int
+    error: str | None
+    response_excerpt: str
 
 
 class DistrictCreate(_Request):

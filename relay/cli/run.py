@@ -109,7 +109,7 @@ async def _run(
             update={"clever_api_url": f"http://127.0.0.1:{args.simulator_port}"}
         )
         await _register_simulated(db, sim)
-    servers.append(make_server(create_app(settings, runtime, db), args.host, args.port))
+    servers.append(make_server(create_app(settings, runtime, db, redis_url), args.host, args.port))
 
     tasks = [asyncio.create_task(s.serve()) for s in servers]
     worker = asyncio.create_task(run_worker(settings, redis_url, stop))

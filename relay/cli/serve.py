@@ -8,6 +8,7 @@ import os
 import uvicorn
 
 from relay.api.app import create_app
+from relay.embedded_redis import configured_redis_url
 from relay.secrets import resolve_secrets
 from relay.settings import get_settings
 
@@ -22,6 +23,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     settings = get_settings()
-    app = create_app(settings, resolve_secrets(settings))
+    app = create_app(settings, resolve_secrets(settings), redis_url=configured_redis_url(settings))
     uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
     return 0

@@ -7,7 +7,7 @@ import asyncio
 import signal
 
 from relay._exceptions import ConfigError
-from relay.embedded_redis import socket_path
+from relay.embedded_redis import configured_redis_url
 from relay.settings import Settings, get_settings
 from workers.settings import run_worker
 
@@ -16,12 +16,9 @@ HELP = "run a worker: poll Clever, deliver webhooks, reconcile the queue"
 
 
 def redis_url_for(settings: Settings) -> str:
-    """``RELAY_REDIS_URL``, else the embedded Redis a running ``relay run`` started."""
-    if settings.redis_url:
-        return settings.redis_url
-    embedded = socket_path(settings.data_dir)
-    if embedded.exists():
-        return f"unix://{embedded}"
+    url = configured_redis_url(settings)
+    if url:
+        return url
     raise ConfigError(
         "RELAY_REDIS_URL: not set, and no embedded Redis is running in "
         f"{settings.data_dir} (start one with 'relay run', or set RELAY_REDIS_URL)"

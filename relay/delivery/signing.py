@@ -20,6 +20,7 @@ import json
 import secrets as _secrets
 import time
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 SECRET_PREFIX = "whsec_"
@@ -119,3 +120,13 @@ def verify(secret: str, headers: Mapping[str, str], body: bytes, now: float | No
     expected = sign([secret], msg_id, int(stamp), body).encode()
     offered = lowered.get("webhook-signature", "").split()
     return any(hmac.compare_digest(expected, candidate.encode()) for candidate in offered)
+
+
+def active_secrets(
+    secret: str, previous: str | None, previous_expires_at: datetime | None, now: datetime
+) -> list[str]:
+    """The secrets that sign now: the current one, plus the previous one during the 24 h
+    overlap after a rotation (so receivers can switch at their own pace)."""
+    if previous and previous_expires_at is not None and previous_expires_at > now:
+        return [secret, previous]
+    return [secret]

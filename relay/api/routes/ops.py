@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
@@ -18,7 +20,7 @@ async def healthz(_request: Request) -> Response:
 
 @operation(
     Operation(
-        "Readiness: the database is reachable",
+        "Readiness: the database and (when configured) Redis are reachable",
         "ops",
         {200: schemas.Health},
         errors=(503,),
@@ -32,7 +34,16 @@ async def readyz(request: Request) -> Response:
         checks["database"] = "ok"
     except Exception as exc:  # readiness reports any failure; it must not raise
         checks["database"] = f"unreachable: {type(exc).__name__}"
-    ready = all(v == "ok" for v in checks.values())
+    redis = services(request).redis
+    if redis is None:
+        checks["redis"] = "not configured (deliveries are queued by the workers)"
+    else:
+        try:
+            await asyncio.wait_for(redis.ping(), 2.0)
+            checks["redis"] = "ok"
+        except Exception as exc:  # any failure means not ready
+            checks["redis"] = f"unreachable: {type(exc).__name__}"
+    ready = all(v == "ok" or v.startswith("not configured") for v in checks.values())
     if not ready:
         return JSONResponse(
             {"error": {"code": "unavailable", "message": "not ready: " + str(checks)}},

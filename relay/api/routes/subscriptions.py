@@ -6,6 +6,7 @@ from datetime import timedelta
 from typing import Any
 
 from sqlmodel import col, select, update
+from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -19,8 +20,10 @@ from relay.api.pagination import parse_limit
 from relay.api.spec import CURSOR, LIMIT, Operation, Query, operation
 from relay.db import utcnow
 from relay.db.models import Delivery, DeliveryStatus, Subscription
-from relay.delivery.signing import generate_secret
+from relay.delivery.probe import send_test
+from relay.delivery.signing import active_secrets, generate_secret
 from relay.delivery.targets import check_target_url
+from relay.ingest import DueDelivery
 
 SECRET_OVERLAP = timedelta(hours=24)
 
@@ -151,12 +154,33 @@ async def update_subscription(request: Request) -> Response:
                 value = value or []
             if value is not None or name == "description":
                 setattr(sub, name, value)
+        resumed: list[tuple[int, int]] = []
         if body.enabled is not None:
             sub.disabled_reason = None
             sub.failing_since = None
+        if body.enabled:
+            resumed = await _resume_parked(session, subscription_id)
         sub.updated_at = utcnow()
         session.add(sub)
+    if resumed and svc.dispatcher is not None:
+        now = utcnow()
+        await svc.dispatcher.enqueue([DueDelivery(i, a + 1, now) for i, a in resumed])
     return JSONResponse(subscription_fields(sub))
+
+
+async def _resume_parked(session: AsyncSession, subscription_id: str) -> list[tuple[int, int]]:
+    """Deliveries parked while the subscription was disabled become due now (the reconciler
+    queues them if the API has no Redis); returns their (id, attempts)."""
+    now = utcnow()
+    result = await session.exec(
+        update(Delivery)
+        .where(col(Delivery.subscription_id) == subscription_id)
+        .where(col(Delivery.status).in_([DeliveryStatus.PENDING, DeliveryStatus.RETRYING]))
+        .where(col(Delivery.next_attempt_at).is_(None))
+        .values(next_attempt_at=now, updated_at=now)
+        .returning(col(Delivery.id), col(Delivery.attempts))
+    )
+    return [(int(i), int(a)) for i, a in result.all()]
 
 
 @operation(
@@ -210,6 +234,34 @@ async def rotate_secret(request: Request) -> Response:
     return JSONResponse(_with_secret(sub))
 
 
+@operation(
+    Operation(
+        "Send a relay.test event to the subscription now",
+        "subscriptions",
+        {200: schemas.TestAttempt},
+        errors=(404,),
+        description="Signed like every delivery (webhook-id is the test event's id); the "
+        "attempt is returned, not stored. Works on a disabled subscription too.",
+    )
+)
+async def test_subscription(request: Request) -> Response:
+    svc = services(request)
+    sub = await load_visible(svc, principal(request), request.path_params["subscription_id"])
+    now = utcnow()
+    secrets = active_secrets(sub.secret, sub.previous_secret, sub.previous_secret_expires_at, now)
+    event_id, outcome = await send_test(svc.sender, sub.url, secrets, sub.id, now)
+    attempt = schemas.TestAttempt(
+        webhook_id=event_id,
+        attempted_at=now,
+        succeeded=outcome.succeeded,
+        status_code=outcome.status_code,
+        duration_ms=outcome.duration_ms,
+        error=outcome.error,
+        response_excerpt=outcome.response_excerpt,
+    )
+    return JSONResponse(attempt.model_dump(mode="json"))
+
+
 routes = [
     Route("/v1/subscriptions", create_subscription, methods=["POST"]),
     Route("/v1/subscriptions", list_subscriptions, methods=["GET"]),
@@ -217,4 +269,5 @@ routes = [
     Route("/v1/subscriptions/{subscription_id}", update_subscription, methods=["PATCH"]),
     Route("/v1/subscriptions/{subscription_id}", delete_subscription, methods=["DELETE"]),
     Route("/v1/subscriptions/{subscription_id}/rotate-secret", rotate_secret, methods=["POST"]),
+    Route("/v1/subscriptions/{subscription_id}/test", test_subscription, methods=["POST"]),
 ]

@@ -1,0 +1,11 @@
+"""``relay deliveries list|show``: the delivery log, through the REST API (see operator)."""
+
+from __future__ import annotations
+
+from relay.cli.operator import add_deliveries_arguments as add_arguments
+from relay.cli.operator import main
+
+NAME = "deliveries"
+HELP = "inspect the delivery log of a running relay (list, show)"
+
+__all__ = ["HELP", "NAME", "add_arguments", "main"]
