@@ -8,7 +8,7 @@ integers because they are the rows that number in the millions and are paged by 
 from __future__ import annotations
 
 import secrets
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -67,6 +67,19 @@ class District(SQLModel, table=True):
     lease_until: datetime | None = _utc_column()
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+
+    def lag_seconds(self, now: datetime) -> float | None:
+        """How far behind Clever: caught up, the time since the poll that said so; behind,
+        the age of the newest stored event (its ObjectId time)."""
+        if self.last_polled_at is None:
+            return None
+        if self.caught_up or self.cursor is None:
+            return round(max(0.0, (now - self.last_polled_at).total_seconds()), 3)
+        try:
+            newest = datetime.fromtimestamp(int(self.cursor[:8], 16), UTC)
+        except ValueError:
+            return None
+        return round(max(0.0, (now - newest).total_seconds()), 3)
 
 
 class Subscription(SQLModel, table=True):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from starlette.requests import Request
@@ -20,23 +18,6 @@ from relay.db import utcnow
 from relay.db.models import District
 
 
-def object_id_time(event_id: str) -> datetime | None:
-    try:
-        return datetime.fromtimestamp(int(event_id[:8], 16), UTC)
-    except ValueError:
-        return None
-
-
-def lag_seconds(district: District, now: datetime) -> float | None:
-    """Caught up: time since the poll that said so. Behind: age of the newest stored event."""
-    if district.last_polled_at is None:
-        return None
-    if district.caught_up or district.cursor is None:
-        return round(max(0.0, (now - district.last_polled_at).total_seconds()), 3)
-    newest = object_id_time(district.cursor)
-    return None if newest is None else round(max(0.0, (now - newest).total_seconds()), 3)
-
-
 def district_out(district: District) -> schemas.District:
     return schemas.District(
         id=district.id,
@@ -47,7 +28,7 @@ def district_out(district: District) -> schemas.District:
         cursor=district.cursor,
         last_polled_at=district.last_polled_at,
         last_event_at=district.last_event_at,
-        lag_seconds=lag_seconds(district, utcnow()),
+        lag_seconds=district.lag_seconds(utcnow()),
         last_error=district.last_error,
         created_at=district.created_at,
         updated_at=district.updated_at,

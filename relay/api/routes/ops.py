@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
@@ -52,6 +53,26 @@ async def readyz(request: Request) -> Response:
     return JSONResponse({"status": "ok", "checks": checks})
 
 
+@operation(
+    Operation(
+        "Prometheus metrics (text exposition format)",
+        "ops",
+        {200: None},
+        auth=False,
+        extra={
+            "responses": {
+                "200": {
+                    "description": "Prometheus text",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                }
+            }
+        },
+    )
+)
+async def metrics(request: Request) -> Response:
+    return Response(await services(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
 async def openapi(request: Request) -> Response:
     spec = request.app.state.openapi
     if spec is None:
@@ -66,6 +87,7 @@ async def docs(_request: Request) -> Response:
 routes = [
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
     Route("/openapi.json", openapi, methods=["GET"], include_in_schema=False),
     Route("/docs", docs, methods=["GET"], include_in_schema=False),
 ]
