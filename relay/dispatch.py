@@ -31,8 +31,10 @@ JOB_KEY_TTL_MS = 2 * 86_400_000  # past the due time; the reconciler re-creates 
 _BATCH = 2000
 
 
-def job_id(delivery_id: int, attempt: int) -> str:
-    return f"deliver:{delivery_id}:{attempt}"
+def job_id(delivery_id: int, attempt: int, manual: bool = False) -> str:
+    """A manual retry gets an id of its own: the scheduled job for the same attempt may sit
+    in the queue until its (later) due time, and must not hold the manual one back."""
+    return f"deliver:{delivery_id}:{attempt}" + (":manual" if manual else "")
 
 
 def queue_for(attempt: int) -> str:
@@ -75,14 +77,14 @@ class Dispatcher:
                     now_ms,
                     serializer=self.redis.job_serializer,
                 )
-                key = job_key_prefix + job_id(item.delivery_id, item.attempt)
+                key = job_key_prefix + job_id(item.delivery_id, item.attempt, item.manual)
                 pipe.set(key, payload, px=due_ms - now_ms + JOB_KEY_TTL_MS, nx=True)
                 # arq keeps a job in its queue until it finishes, so "in the queue" means
                 # queued or running. NX on both: an attempt already there is left alone, and
                 # one half-written by a crash between the two commands is completed.
                 pipe.zadd(
                     queue_for(item.attempt),
-                    {job_id(item.delivery_id, item.attempt): due_ms},
+                    {job_id(item.delivery_id, item.attempt, item.manual): due_ms},
                     nx=True,
                 )
             replies = await pipe.execute()

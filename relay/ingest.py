@@ -29,6 +29,10 @@ from relay.delivery.signing import webhook_body
 
 logger = logging.getLogger("relay.ingest")
 
+# A gap is reported over these; paused and unauthorized (set by an operator or a 401 while
+# the page was in flight) stay as they are.
+_GAP_OVERRIDES = (DistrictStatus.ACTIVE, DistrictStatus.ERROR, DistrictStatus.GAP_DETECTED)
+
 
 @dataclass(frozen=True, slots=True)
 class DueDelivery:
@@ -37,6 +41,7 @@ class DueDelivery:
     delivery_id: int
     attempt: int
     due_at: datetime
+    manual: bool = False  # asked for through the API: a job id of its own, queued at once
 
 
 @dataclass(frozen=True)
@@ -101,7 +106,7 @@ async def store_page(
             district.caught_up_at = now
         district.lease_until = now + timedelta(seconds=lease_seconds)
         district.consecutive_failures = 0
-        if gap is not None and district.status != DistrictStatus.PAUSED:
+        if gap is not None and district.status in _GAP_OVERRIDES:
             district.status = DistrictStatus.GAP_DETECTED
             district.last_error = gap
         elif district.status == DistrictStatus.ERROR:

@@ -40,6 +40,9 @@ async def acquire(db: Database, district_id: str, owner: str, seconds: float) ->
             update(District)
             .where(col(District.id) == district_id)
             .where(col(District.status).in_(POLLABLE))
+            # not before poll_after: another worker may have released it with a 429's reset
+            # after our scan listed it as due
+            .where(or_(col(District.poll_after).is_(None), col(District.poll_after) <= now))
             .where(
                 or_(
                     col(District.lease_until).is_(None),

@@ -51,6 +51,7 @@ class Settings(BaseSettings):
     poll_lease: float = Field(default=30.0, ge=1, le=3600)
     clever_page_size: int = Field(default=1000, ge=1, le=10000)
     clever_retention: float = Field(default=30 * 86400, gt=0)
+    reconcile_interval: int = Field(default=10, ge=1, le=60)
 
     @field_validator("database_url")
     @classmethod

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import SQLModel
@@ -25,6 +26,7 @@ POSTGRES_SERVER = os.environ.get(
     "RELAY_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 )
 ADMIN_TOKEN = "rat_test-admin-token"
+REDIS_URL = os.environ.get("RELAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
 
 
 def pytest_report_header() -> str:
@@ -106,3 +108,13 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
 @pytest.fixture
 def runtime() -> RuntimeSecrets:
     return RuntimeSecrets(admin_token=ADMIN_TOKEN, secret_key="test-secret-key")
+
+
+@pytest.fixture
+async def redis_url() -> AsyncIterator[str]:
+    """A Redis database of its own for the test (flushed before and after)."""
+    client = aioredis.from_url(REDIS_URL)  # type: ignore[no-untyped-call]
+    await client.flushdb()
+    yield REDIS_URL
+    await client.flushdb()
+    await client.aclose()

@@ -19,21 +19,12 @@ from sqlmodel import col, select, update
 from relay.db import utcnow
 from relay.db.models import Delivery, DeliveryStatus, Event, Subscription
 from relay.delivery.outcomes import record_attempt
-from relay.delivery.signing import webhook_headers
+from relay.delivery.signing import active_secrets, webhook_headers
 from workers.context import PER_SUBSCRIPTION_CONCURRENCY, WorkerContext, context_of
 
 logger = logging.getLogger("relay.delivery")
 
 WAITING = (DeliveryStatus.PENDING, DeliveryStatus.RETRYING)
-
-
-def active_secrets(subscription: Subscription) -> list[str]:
-    """The current secret, plus the previous one during its 24 h overlap after a rotation."""
-    secrets = [subscription.secret]
-    expires = subscription.previous_secret_expires_at
-    if subscription.previous_secret and expires is not None and expires > utcnow():
-        secrets.append(subscription.previous_secret)
-    return secrets
 
 
 async def deliver(ctx: dict[str, Any], delivery_id: int, attempt: int) -> str:
@@ -69,7 +60,13 @@ async def deliver(ctx: dict[str, Any], delivery_id: int, attempt: int) -> str:
     try:
         body = event.body.encode()
         attempted_at = utcnow()
-        headers = webhook_headers(active_secrets(subscription), event.id, body)
+        secrets = active_secrets(
+            subscription.secret,
+            subscription.previous_secret,
+            subscription.previous_secret_expires_at,
+            attempted_at,
+        )
+        headers = webhook_headers(secrets, event.id, body)
         outcome = await app.sender.send(subscription.url, headers, body)
     finally:
         app.in_flight[subscription.id] -= 1
@@ -85,6 +82,8 @@ async def deliver(ctx: dict[str, Any], delivery_id: int, attempt: int) -> str:
         attempted_at=attempted_at,
         schedule=app.schedule,
         disable_after=app.settings.disable_after,
+        manual_attempts=delivery.manual_attempts,
+        manual=delivery.manual_retry,
     )
     log = logger.info if outcome.succeeded else logger.warning
     log(

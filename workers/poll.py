@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from datetime import datetime, timedelta
 
 from sqlmodel import col, update
@@ -20,11 +21,13 @@ from relay import leases
 from relay._exceptions import (
     CleverError,
     CleverRateLimited,
+    CleverTransportError,
     CleverUnauthorized,
     LeaseLost,
 )
 from relay.clever.backoff import Backoff
 from relay.clever.events import EventsPage, object_id_time
+from relay.clever.ratelimit import token_key
 from relay.clever.tokens import fetch_district_tokens
 from relay.db import utcnow
 from relay.db.models import District, DistrictStatus
@@ -62,12 +65,21 @@ def detect_gap(district: District, page: EventsPage, now: datetime, retention: f
     )
 
 
+class PacedOut(Exception):
+    """The pacer holds this district's token (after a 429, or spreading a low window)."""
+
+    def __init__(self, wait: float) -> None:
+        super().__init__(f"paced for {wait:.1f}s")
+        self.wait = wait
+
+
 class DistrictPoller:
     def __init__(self, app: WorkerContext, district_id: str, stop: asyncio.Event) -> None:
         self.app = app
         self.district_id = district_id
         self.stop = stop
         self.failures = 0
+        self.token_in_use: str | None = None  # the token of the last request
         self.log_extra = {"district_id": district_id, "worker": app.worker_id}
 
     @property
@@ -87,6 +99,10 @@ class DistrictPoller:
                     await leases.release(
                         self.app.db, self.district_id, self.app.worker_id, poll_after=poll_after
                     )
+                    logger.info(
+                        "poll lease released until the next poll",
+                        extra=self.log_extra | {"poll_after": poll_after.isoformat()},
+                    )
                     return
                 if await sleep_until(loop.time() + wait, self.stop):
                     break
@@ -105,10 +121,13 @@ class DistrictPoller:
         """Page until caught up. Returns seconds until the next poll, None to stop."""
         try:
             await self.catch_up()
+        except PacedOut as paced:
+            return paced.wait
         except CleverRateLimited as exc:
-            wait = max(0.0, exc.reset_at - utcnow().timestamp())
+            # The pacer holds the token until the reset plus its margin: wait that long.
+            wait = max(exc.reset_at - utcnow().timestamp(), self.pacer_delay(self.token_in_use))
             await self.note_error(f"rate limited by Clever until its reset ({wait:.0f}s)")
-            return wait
+            return max(wait, 0.0)
         except CleverUnauthorized as exc:
             if await self.refresh_token():
                 return 0.0
@@ -136,14 +155,13 @@ class DistrictPoller:
 
     async def catch_up(self) -> None:
         district = await self.load()
+        self.token_in_use = district.token
         if district.cursor is None and district.start_from == "latest" and not district.seeded:
             await self.seed(district)
             district = await self.load()
         limit = self.app.settings.clever_page_size
         while not self.stop.is_set():
-            page = await self.app.clever.list_events(
-                district.token, starting_after=district.cursor, limit=limit
-            )
+            page = await self.fetch(district, limit)
             now = utcnow()
             gap = detect_gap(district, page, now, self.app.settings.clever_retention)
             caught_up = len(page.events) < limit
@@ -175,6 +193,28 @@ class DistrictPoller:
                 return
             district = await self.load()
 
+    def pacer_delay(self, token: str | None) -> float:
+        return 0.0 if token is None else self.app.clever.pacer.delay_for(token_key(token))
+
+    async def fetch(self, district: District, limit: int) -> EventsPage:
+        """One page, sent only while the lease is surely ours: not while the pacer holds the
+        token (the caller waits, releasing the lease if that is long), and abandoned after
+        half a lease so a hung request can't outlive the lease another worker may then take."""
+        self.token_in_use = district.token
+        delay = self.pacer_delay(district.token)
+        if delay > 0:
+            raise PacedOut(delay)
+        budget = self.lease_seconds / 2
+        try:
+            async with asyncio.timeout(budget):
+                return await self.app.clever.list_events(
+                    district.token, starting_after=district.cursor, limit=limit
+                )
+        except TimeoutError:
+            raise CleverTransportError(
+                f"GET /v3.1/events took longer than {budget:g}s (half the poll lease)"
+            ) from None
+
     async def seed(self, district: District) -> None:
         """``start_from=latest``: begin after Clever's newest event (none yet: from the
         first one that appears)."""
@@ -185,7 +225,7 @@ class DistrictPoller:
                 .where(col(District.id) == self.district_id)
                 .where(col(District.lease_owner) == self.app.worker_id)
                 .where(col(District.cursor).is_(None))
-                .values(cursor=latest, seeded=True, updated_at=utcnow())
+                .values(cursor=latest, seeded=True, caught_up_at=utcnow(), updated_at=utcnow())
             )
         logger.info(
             "cursor seeded at Clever's newest event", extra=self.log_extra | {"cursor": latest}
@@ -203,16 +243,19 @@ class DistrictPoller:
         except CleverError as exc:
             logger.warning("token refresh failed", extra=self.log_extra | {"error": str(exc)})
             return False
-        district = await self.load()
-        fresh = next((t.access_token for t in tokens if t.access_token != district.token), None)
+        rejected = self.token_in_use
+        fresh = next((t.access_token for t in tokens if t.access_token != rejected), None)
         if fresh is None:
             return False
         async with self.app.db.write() as session:
-            await session.exec(
+            result = await session.exec(
                 update(District)
                 .where(col(District.id) == self.district_id)
+                .where(col(District.lease_owner) == self.app.worker_id)
                 .values(token=fresh, token_source="discovered", updated_at=utcnow())
             )
+            if result.rowcount != 1:
+                raise LeaseLost(f"district {self.district_id}: lease lost during token refresh")
         logger.info("district token refreshed after a 401", extra=self.log_extra)
         return True
 
@@ -221,6 +264,7 @@ class DistrictPoller:
             await session.exec(
                 update(District)
                 .where(col(District.id) == self.district_id)
+                .where(col(District.lease_owner) == self.app.worker_id)
                 .values(
                     status=DistrictStatus.UNAUTHORIZED,
                     last_error=error,
@@ -232,10 +276,13 @@ class DistrictPoller:
         logger.warning("district unauthorized", extra=self.log_extra | {"error": error})
 
     async def note_error(self, error: str, *, count_failure: bool = False) -> None:
+        now = utcnow()
         values: dict[str, object] = {
             "last_error": error,
-            "last_polled_at": utcnow(),
-            "updated_at": utcnow(),
+            "last_polled_at": now,
+            "updated_at": now,
+            # the caller sleeps up to half a lease before renewing: keep the lease valid
+            "lease_until": now + timedelta(seconds=self.lease_seconds),
         }
         if count_failure:
             values["consecutive_failures"] = District.consecutive_failures + 1
@@ -271,7 +318,10 @@ class PollSupervisor:
                 await self.scan()
             except Exception:
                 logger.exception("poll scan failed; retrying")
-            if await sleep_until(loop.time() + self.scan_interval, self.stop):
+            # Jittered: workers scanning in lockstep would always hand a district released
+            # until a whole-second 429 reset to the same worker (and query in bursts).
+            pause = self.scan_interval * random.uniform(0.5, 1.5)
+            if await sleep_until(loop.time() + pause, self.stop):
                 break
         if self.tasks:
             await asyncio.wait(self.tasks.values(), timeout=self.app.settings.poll_lease)
@@ -286,6 +336,8 @@ class PollSupervisor:
             if await leases.acquire(
                 self.app.db, district_id, self.app.worker_id, self.app.settings.poll_lease
             ):
+                extra = {"district_id": district_id, "worker": self.app.worker_id}
+                logger.info("poll lease taken", extra=extra)
                 poller = DistrictPoller(self.app, district_id, self.stop)
                 self.tasks[district_id] = asyncio.create_task(
                     poller.run(), name=f"poll:{district_id}"

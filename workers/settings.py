@@ -1,11 +1,20 @@
-"""``WorkerSettings`` and the worker process: two arq queues and the poll supervisor.
+"""``WorkerSettings`` and the worker process: three arq queues and the poll supervisor.
 
 - ``relay:deliveries`` carries first attempts, ``relay:retries`` later ones, each with its own
   job slots, so retries piling up for a dead endpoint never delay first attempts elsewhere.
+- ``relay:cron`` runs the periodic jobs (reconciler, district discovery) and nothing else.
+  arq keeps a running job's "in progress" mark for its worker's longest job timeout + 10 s,
+  and that is how long a job of a killed worker waits before another worker runs it again:
+  with the crons' 120 s timeout in a delivery queue, a kill -9 would delay its in-flight
+  deliveries by over two minutes instead of ``RELAY_DELIVERY_TIMEOUT`` + 15 s.
 - The poll supervisor is not an arq job: polling is driven by database leases, so it keeps
   working while Redis is down (deliveries wait in the outbox meanwhile).
 - arq exits when Redis goes away; here each queue's worker loop is restarted instead, and the
   Redis client retries commands with backoff, so a Redis restart needs no worker restart.
+- The reconciler (``workers.reconcile``) runs every ``RELAY_RECONCILE_INTERVAL`` seconds
+  (default 10): how long a delivery lost from Redis (flush, restart without persistence)
+  waits before it is queued again. Values that do not divide 60 still work, with one shorter
+  gap each minute (arq cron has a one-minute cycle).
 """
 
 from __future__ import annotations
@@ -18,7 +27,8 @@ from typing import Any
 
 from arq import cron
 from arq.connections import ArqRedis, RedisSettings, create_pool
-from arq.worker import Worker, func
+from arq.cron import CronJob
+from arq.worker import Function, Worker, func
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -32,11 +42,15 @@ from workers.deliver import deliver
 from workers.discovery import discover_districts
 from workers.poll import PollSupervisor
 from workers.reconcile import reconcile
+from workers.retention import purge_expired
 
 logger = logging.getLogger("relay.worker")
 
-RECONCILE_EVERY_SECONDS = 10
+RESTART_DELAY = 1.0
+CRON_QUEUE = "relay:cron"
+CRON_TIMEOUT = 120
 DISCOVER_EVERY_MINUTES = 5
+PURGE_AT_MINUTE = 17  # hourly
 
 
 @dataclass(frozen=True)
@@ -51,6 +65,7 @@ class WorkerSettings:
     keep_result: int = 0
     health_check_interval: int = 30
     max_tries: int = 1000  # arq Retry is how a busy subscription steps aside; never give up
+    reconcile_every: int = 10
 
     @classmethod
     def for_queues(cls, settings: Settings) -> list[WorkerSettings]:
@@ -58,38 +73,54 @@ class WorkerSettings:
         # (+10 s in arq), not after arq's default 300 s.
         timeout = settings.delivery_timeout + 5
         return [
-            cls(FIRST_ATTEMPTS_QUEUE, max_jobs=100, job_timeout=timeout, cron=True),
+            cls(FIRST_ATTEMPTS_QUEUE, max_jobs=100, job_timeout=timeout, cron=False),
             cls(RETRIES_QUEUE, max_jobs=50, job_timeout=timeout, cron=False),
+            cls(
+                CRON_QUEUE,
+                max_jobs=4,
+                job_timeout=CRON_TIMEOUT,
+                cron=True,
+                reconcile_every=settings.reconcile_interval,
+            ),
         ]
 
     def worker(self, pool: ArqRedis, ctx: dict[str, Any]) -> Worker:
-        crons = []
-        if self.cron:
-            crons = [
-                cron(
-                    reconcile,
-                    second=set(range(0, 60, RECONCILE_EVERY_SECONDS)),
-                    run_at_startup=True,
-                    timeout=120,
-                ),
-                cron(
-                    discover_districts,
-                    minute=set(range(0, 60, DISCOVER_EVERY_MINUTES)),
-                    second=0,
-                    run_at_startup=True,
-                    timeout=120,
-                ),
-            ]
+        if not self.cron:
+            return self._worker(pool, ctx, [self._deliver_function()], [])
+        return self._worker(pool, ctx, [], self._cron_jobs())
+
+    def _deliver_function(self) -> Function:
+        return func(
+            deliver,
+            name=DELIVER_FUNCTION,
+            timeout=self.job_timeout,
+            keep_result=self.keep_result,
+            max_tries=self.max_tries,
+        )
+
+    def _cron_jobs(self) -> list[CronJob]:
+        return [
+            cron(
+                reconcile,
+                second=set(range(0, 60, self.reconcile_every)),
+                run_at_startup=True,
+                timeout=self.job_timeout,
+            ),
+            cron(purge_expired, minute=PURGE_AT_MINUTE, second=30, timeout=self.job_timeout),
+            cron(
+                discover_districts,
+                minute=set(range(0, 60, DISCOVER_EVERY_MINUTES)),
+                second=0,
+                run_at_startup=True,
+                timeout=self.job_timeout,
+            ),
+        ]
+
+    def _worker(
+        self, pool: ArqRedis, ctx: dict[str, Any], functions: list[Function], crons: list[CronJob]
+    ) -> Worker:
         return Worker(
-            functions=[
-                func(
-                    deliver,
-                    name=DELIVER_FUNCTION,
-                    timeout=self.job_timeout,
-                    keep_result=self.keep_result,
-                    max_tries=self.max_tries,
-                )
-            ],
+            functions=functions,
             cron_jobs=crons,
             queue_name=self.queue_name,
             redis_pool=pool,
@@ -114,6 +145,8 @@ def redis_settings(url: str) -> RedisSettings:
 
 
 async def _keep_running(worker: Worker, stop: asyncio.Event) -> None:
+    """Run arq's loop for one queue until ``stop``, restarting it whatever ends it: a queue
+    whose loop died silently would strand its jobs until the process is restarted."""
     while not stop.is_set():
         try:
             await worker.main()
@@ -122,8 +155,12 @@ async def _keep_running(worker: Worker, stop: asyncio.Event) -> None:
                 "lost Redis; the worker reconnects",
                 extra={"queue": worker.queue_name, "error": f"{type(exc).__name__}: {exc}"},
             )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 1.0)
+        except Exception:
+            logger.exception(
+                "worker loop failed; restarting it", extra={"queue": worker.queue_name}
+            )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), RESTART_DELAY)
 
 
 async def run_worker(settings: Settings, redis_url: str, stop: asyncio.Event) -> None:

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-27 11:49:18.163874
+Create Date: 2026-11-27 12:08:26.523877
 
 """
 from typing import Sequence, Union
@@ -29,6 +29,8 @@ def upgrade() -> None:
     sa.Column('event_type', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
     sa.Column('status', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('manual_attempts', sa.Integer(), nullable=False),
+    sa.Column('manual_retry', sa.Boolean(), nullable=False),
     sa.Column('next_attempt_at', relay.db.types.UTCDateTime(), nullable=True),
     sa.Column('last_status_code', sa.Integer(), nullable=True),
     sa.Column('created_at', relay.db.types.UTCDateTime(), nullable=False),

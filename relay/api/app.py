@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
+from arq.connections import ArqRedis
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
@@ -13,17 +14,35 @@ from relay.api.context import Services
 from relay.api.errors import exception_handlers
 from relay.api.limits import BodySizeLimitMiddleware
 from relay.api.pagination import CursorCodec
-from relay.api.routes import districts, ops, subscriptions, tokens
+from relay.api.routes import (
+    deliveries,
+    districts,
+    events,
+    ops,
+    redelivery,
+    subscriptions,
+    tokens,
+)
+from relay.api.spec import merge_by_path
 from relay.db import Database
+from relay.delivery.sender import WebhookSender
 from relay.delivery.targets import TargetPolicy
+from relay.dispatch import Dispatcher
+from relay.metrics import MetricsEndpoint
 from relay.secrets import RuntimeSecrets
 from relay.settings import Settings
 
 
 def create_app(
-    settings: Settings, runtime: RuntimeSecrets, db: Database | None = None
+    settings: Settings,
+    runtime: RuntimeSecrets,
+    db: Database | None = None,
+    redis_url: str | None = None,
 ) -> Starlette:
+    """``redis_url``: where to queue deliveries the API creates or resumes (retries, re-enabled
+    subscriptions) at once; without it the reconciler queues them within seconds."""
     database = db or Database(settings.database_url)
+    redis = ArqRedis.from_url(redis_url) if redis_url else None
     token_codec = TokenCodec(runtime.secret_key)
     svc = Services(
         settings=settings,
@@ -32,18 +51,38 @@ def create_app(
         tokens=token_codec,
         cursors=CursorCodec(runtime.secret_key),
         target_policy=TargetPolicy.from_env_value(settings.allowed_targets),
+        sender=WebhookSender(
+            timeout=settings.delivery_timeout,
+            policy=TargetPolicy.from_env_value(settings.allowed_targets),
+        ),
+        metrics=MetricsEndpoint(database),
+        redis=redis,
+        dispatcher=Dispatcher(redis) if redis is not None else None,
     )
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        try:
-            yield
-        finally:
-            if db is None:
-                await database.dispose()
+        async with svc.sender:
+            try:
+                yield
+            finally:
+                if redis is not None:
+                    await redis.aclose()
+                if db is None:
+                    await database.dispose()
 
     app = Starlette(
-        routes=[*ops.routes, *tokens.routes, *districts.routes, *subscriptions.routes],
+        routes=merge_by_path(
+            [
+                *ops.routes,
+                *tokens.routes,
+                *districts.routes,
+                *subscriptions.routes,
+                *deliveries.routes,
+                *events.routes,
+                *redelivery.routes,
+            ]
+        ),
         middleware=[
             Middleware(AuthMiddleware, authenticator=svc.authenticator),
             Middleware(BodySizeLimitMiddleware),

@@ -17,6 +17,7 @@ from relay.db import Database
 from relay.delivery.sender import WebhookSender
 from relay.delivery.targets import TargetPolicy
 from relay.dispatch import Dispatcher
+from relay.metrics import MetricsEndpoint
 from relay.settings import Settings
 
 M = TypeVar("M", bound=BaseModel)
@@ -31,6 +32,7 @@ class Services:
     cursors: CursorCodec
     target_policy: TargetPolicy
     sender: WebhookSender
+    metrics: MetricsEndpoint
     redis: ArqRedis | None = None
     dispatcher: Dispatcher | None = None
 

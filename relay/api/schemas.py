@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints, field_validator
 
 from relay._exceptions import TargetNotAllowed
 from relay.delivery.signing import parse_secret
@@ -20,7 +20,7 @@ OwnerName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,100}$"
 ANY_TARGET = TargetPolicy.from_env_value(None)
 
 
-class _Request(BaseModel):
+class RequestBody(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
@@ -33,11 +33,19 @@ def check_url(value: str) -> str:
     return value
 
 
-def _check_members(values: list[str], allowed: tuple[str, ...], what: str) -> list[str]:
-    unknown = [v for v in values if v not in allowed]
-    if unknown:
-        raise ValueError(f"unknown {what} {unknown[0]!r}; expected one of {', '.join(allowed)}")
-    return sorted(set(values))
+RecordType = Literal["users", "sections", "schools", "courses", "terms", "districts", "resources"]
+Action = Literal["created", "updated", "deleted"]
+
+
+def _check_members(values: object, allowed: tuple[str, ...], what: str) -> object:
+    """Runs before type validation, to name the bad value in words a person reads."""
+    if isinstance(values, list):
+        unknown = [v for v in values if v not in allowed]
+        if unknown:
+            expected = ", ".join(allowed)
+            raise ValueError(f"unknown {what} {unknown[0]!r}; expected one of {expected}")
+        return sorted(set(values))
+    return values
 
 
 def _check_secret(value: str | None) -> str | None:
@@ -46,21 +54,21 @@ def _check_secret(value: str | None) -> str | None:
     return value
 
 
-class SubscriptionFilters(_Request):
-    record_types: list[str] | None = Field(default=None, max_length=len(RECORD_TYPES))
-    actions: list[str] | None = Field(default=None, max_length=len(ACTIONS))
+class SubscriptionFilters(RequestBody):
+    record_types: list[RecordType] | None = None
+    actions: list[Action] | None = None
     schools: list[Identifier] | None = Field(default=None, max_length=1000)
     districts: list[Identifier] | None = Field(default=None, max_length=1000)
 
-    @field_validator("record_types")
+    @field_validator("record_types", mode="before")
     @classmethod
-    def _record_types(cls, v: list[str] | None) -> list[str] | None:
-        return None if v is None else _check_members(v, RECORD_TYPES, "record type")
+    def _record_types(cls, v: object) -> object:
+        return _check_members(v, RECORD_TYPES, "record type")
 
-    @field_validator("actions")
+    @field_validator("actions", mode="before")
     @classmethod
-    def _actions(cls, v: list[str] | None) -> list[str] | None:
-        return None if v is None else _check_members(v, ACTIONS, "action")
+    def _actions(cls, v: object) -> object:
+        return _check_members(v, ACTIONS, "action")
 
     @field_validator("schools", "districts")
     @classmethod
@@ -69,7 +77,13 @@ class SubscriptionFilters(_Request):
 
 
 WebhookUrl = Annotated[
-    str, StringConstraints(min_length=8, max_length=2048, pattern=r"^https?://[^\s/?#@]+(/\S*)?$")
+    str,
+    StringConstraints(
+        min_length=8,
+        max_length=2048,
+        # an ASCII host (IDN hosts in punycode), optional port, then any visible characters
+        pattern=r"^https?://[A-Za-z0-9._\-\[\]:]+(/[^\s\x00-\x1f\x7f-\x9f]*)?$",
+    ),
 ]
 
 
@@ -77,9 +91,11 @@ class SubscriptionCreate(SubscriptionFilters):
     url: WebhookUrl = Field(description="absolute http(s) URL the relay POSTs to")
     description: str | None = Field(default=None, max_length=1000)
     secret: str | None = Field(
-        default=None, description="whsec_ + base64 of 24-64 bytes; generated when absent"
+        default=None,
+        description="whsec_ + base64 of 24-64 bytes; generated when absent",
+        json_schema_extra={"pattern": "^whsec_[A-Za-z0-9+/]{32,88}={0,2}$"},
     )
-    enabled: bool = True
+    enabled: StrictBool = True
     owner: OwnerName | None = Field(
         default=None, description="admin only; a service token always creates its own"
     )
@@ -98,7 +114,7 @@ class SubscriptionCreate(SubscriptionFilters):
 class SubscriptionUpdate(SubscriptionFilters):
     url: WebhookUrl | None = None
     description: str | None = Field(default=None, max_length=1000)
-    enabled: bool | None = None
+    enabled: StrictBool | None = None
 
     @field_validator("url")
     @classmethod
@@ -135,14 +151,14 @@ class TestAttempt(BaseModel):
     response_excerpt: str
 
 
-class DistrictCreate(_Request):
+class DistrictCreate(RequestBody):
     id: Identifier
     token: str = Field(min_length=1, max_length=512, description="Clever district token")
     name: str | None = Field(default=None, max_length=200)
     start_from: Literal["latest", "earliest"] = "latest"
 
 
-class DistrictUpdate(_Request):
+class DistrictUpdate(RequestBody):
     name: str | None = Field(default=None, max_length=200)
     token: str | None = Field(default=None, min_length=1, max_length=512)
     status: Literal["active", "paused"] | None = Field(
@@ -167,7 +183,7 @@ class District(BaseModel):
     updated_at: datetime
 
 
-class TokenCreate(_Request):
+class TokenCreate(RequestBody):
     owner: OwnerName
 
 

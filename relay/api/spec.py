@@ -7,12 +7,14 @@ routes, so a route cannot exist without a description of its request and respons
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from relay import __version__
@@ -64,20 +66,56 @@ _ERROR_TEXT = {
 }
 
 
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def merge_by_path(routes: Sequence[Route]) -> list[Route]:
+    """One route per path, dispatching on the method, so a 405 lists in ``Allow`` every
+    method the path supports (separate routes for one path would each list only their own)."""
+    by_path: dict[str, dict[str, Endpoint]] = {}
+    options: dict[str, bool] = {}
+    for route in routes:
+        for method in (route.methods or set()) - {"HEAD"}:
+            by_path.setdefault(route.path, {})[method] = route.endpoint
+        options[route.path] = route.include_in_schema
+    merged = []
+    for path, handlers in by_path.items():
+        if len(handlers) == 1:
+            [(method, handler)] = handlers.items()
+            merged.append(Route(path, handler, methods=[method], include_in_schema=options[path]))
+            continue
+
+        async def dispatch(request: Request, handlers: dict[str, Endpoint] = handlers) -> Response:
+            method = "GET" if request.method == "HEAD" else request.method
+            return await handlers[method](request)
+
+        dispatch.__openapi_methods__ = {  # type: ignore[attr-defined]
+            m: getattr(h, "__openapi__", None) for m, h in handlers.items()
+        }
+        merged.append(Route(path, dispatch, methods=sorted(handlers)))
+    return merged
+
+
+def _operations(route: Route) -> list[tuple[str, Operation]]:
+    per_method = getattr(route.endpoint, "__openapi_methods__", None)
+    if per_method is None:
+        op = getattr(route.endpoint, "__openapi__", None)
+        methods = (route.methods or set()) - {"HEAD"}
+        per_method = dict.fromkeys(methods, op)
+    return [(m, op) for m, op in sorted(per_method.items()) if op is not None]
+
+
 def build_openapi(routes: Sequence[BaseRoute]) -> dict[str, Any]:
     ops: list[tuple[str, str, Operation]] = []
     models: set[type[BaseModel]] = {Error}
     for route in routes:
         if not isinstance(route, Route):
             continue
-        op: Operation | None = getattr(route.endpoint, "__openapi__", None)
-        if op is None:
-            continue
-        for method in sorted((route.methods or set()) - {"HEAD"}):
+        for method, op in _operations(route):
             ops.append((route.path, method.lower(), op))
-        models.update(m for m in op.responses.values() if m is not None)
-        if op.request is not None:
-            models.add(op.request)
+            models.update(m for m in op.responses.values() if m is not None)
+            if op.request is not None:
+                models.add(op.request)
 
     pairs: list[tuple[type[BaseModel], JsonSchemaMode]] = [
         (m, "validation" if _is_request(m, ops) else "serialization") for m in models

@@ -10,6 +10,8 @@ from typing import Any
 
 import uvicorn
 
+GRACEFUL_SHUTDOWN_SECONDS = 5
+
 
 class QuietServer(uvicorn.Server):
     """uvicorn without its own signal handling (it would re-raise SIGTERM after shutting
@@ -21,7 +23,15 @@ class QuietServer(uvicorn.Server):
 
 
 def make_server(app: Any, host: str, port: int) -> QuietServer:
-    return QuietServer(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False))
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+    )
+    return QuietServer(config)
 
 
 def stop_on_signals() -> asyncio.Event:

@@ -139,6 +139,8 @@ class Delivery(SQLModel, table=True):
     event_type: str = Field(max_length=64)
     status: str = Field(default=DeliveryStatus.PENDING, max_length=16)
     attempts: int = 0
+    manual_attempts: int = 0  # retries asked for through the API; not part of the schedule
+    manual_retry: bool = False  # the next attempt was asked for through the API
     next_attempt_at: datetime | None = _utc_column()
     last_status_code: int | None = None
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)

@@ -35,6 +35,8 @@ class Recorded:
 def next_state(
     outcome: AttemptOutcome, attempt: int, schedule: RetrySchedule, now: datetime
 ) -> tuple[DeliveryStatus, datetime | None]:
+    """``attempt`` is the attempt's place in the schedule (1 = the first attempt); manual
+    retries do not count, so they never use up the scheduled ones."""
     if outcome.succeeded:
         return DeliveryStatus.SUCCEEDED, None
     if outcome.gone:
@@ -56,9 +58,24 @@ async def record_attempt(
     attempted_at: datetime,
     schedule: RetrySchedule,
     disable_after: float,
+    manual_attempts: int = 0,
+    manual: bool = False,
 ) -> Recorded:
+    """Record attempt number ``attempt`` (all attempts, manual ones included). A failed manual
+    retry leaves the schedule where it was: the next scheduled attempt, or failed if there is
+    none left."""
     now = utcnow()
-    status, next_at = next_state(outcome, attempt, schedule, now)
+    # the attempt's place in the schedule; for a manual retry, the last scheduled one before it
+    position = attempt - manual_attempts - (1 if manual else 0)
+    if manual and not outcome.succeeded and not outcome.gone:
+        delay = schedule.next_delay(position) if position >= 1 else 0.0
+        status, next_at = (
+            (DeliveryStatus.FAILED, None)
+            if delay is None
+            else (DeliveryStatus.RETRYING, now + timedelta(seconds=delay))
+        )
+    else:
+        status, next_at = next_state(outcome, position, schedule, now)
     async with db.write() as session:
         result = await session.exec(
             update(Delivery)
@@ -66,6 +83,8 @@ async def record_attempt(
             .where(col(Delivery.attempts) == attempt - 1)
             .values(
                 attempts=attempt,
+                manual_attempts=manual_attempts + (1 if manual else 0),
+                manual_retry=False,
                 status=status,
                 next_attempt_at=next_at,
                 last_status_code=outcome.status_code,
@@ -82,6 +101,7 @@ async def record_attempt(
                 duration_ms=outcome.duration_ms,
                 error=outcome.error,
                 response_excerpt=outcome.response_excerpt,
+                trigger="manual" if manual else "schedule",
             )
         )
         await _update_health(session, subscription, outcome, now, disable_after)
@@ -97,28 +117,34 @@ async def _update_health(
     disable_after: float,
 ) -> None:
     """Success clears the failure streak; 410 or a streak longer than ``disable_after``
-    disables the subscription with a reason. Touches the row only when something changes."""
-    values: dict[str, object] = {}
+    disables the subscription with a reason. Touches the row only when something changes.
+
+    ``subscription`` was read before the attempt was sent, so every change is a
+    compare-and-set against what was read: an attempt that started before a success cleared
+    the streak cannot disable the subscription on the strength of that old streak, and a
+    subscription already disabled keeps the reason it was first disabled for."""
+    stmt = update(Subscription).where(col(Subscription.id) == subscription.id)
+    values: dict[str, object]
     if outcome.succeeded:
-        if subscription.failing_since is not None:
-            values["failing_since"] = None
+        if subscription.failing_since is None:
+            return
+        values = {"failing_since": None}
     elif outcome.gone:
-        values |= {"enabled": False, "disabled_reason": "the endpoint answered 410 Gone"}
+        values = {"enabled": False, "disabled_reason": "the endpoint answered 410 Gone"}
+        stmt = stmt.where(col(Subscription.enabled).is_(True))
     elif subscription.failing_since is None:
-        values["failing_since"] = now
+        values = {"failing_since": now}
+        stmt = stmt.where(col(Subscription.failing_since).is_(None))
     elif (now - subscription.failing_since).total_seconds() >= disable_after:
         since = subscription.failing_since.isoformat(timespec="seconds")
-        values |= {
-            "enabled": False,
-            "disabled_reason": f"every attempt failed since {since}",
-        }
-    if not values:
+        values = {"enabled": False, "disabled_reason": f"every attempt failed since {since}"}
+        stmt = stmt.where(col(Subscription.enabled).is_(True)).where(
+            col(Subscription.failing_since) == subscription.failing_since
+        )
+    else:
         return
-    stmt = update(Subscription).where(col(Subscription.id) == subscription.id)
-    if "failing_since" in values and values["failing_since"] is not None:
-        stmt = stmt.where(col(Subscription.failing_since).is_(None))
-    await session.exec(stmt.values(**values, updated_at=now))
-    if values.get("enabled") is False:
+    result = await session.exec(stmt.values(**values, updated_at=now))
+    if values.get("enabled") is False and result.rowcount:
         logger.warning(
             "subscription disabled",
             extra={"subscription_id": subscription.id, "reason": values["disabled_reason"]},

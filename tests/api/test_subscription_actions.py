@@ -1,12 +1,8 @@
 from __future__ import annotations
 
-import asyncio
-
 import httpx
 from standardwebhooks.webhooks import Webhook
 
-from relay.db import Database, utcnow
-from relay.db.models import Delivery, DeliveryStatus, Event
 from tests.api.conftest import service_client
 from tests.support.receiver import Receiver
 from tests.support.servers import free_port, serve
@@ -46,41 +42,3 @@ def test_test_is_owner_scoped(admin: httpx.Client) -> None:
     sub = admin.post("/v1/subscriptions", json={"url": "http://127.0.0.1:9/x"}).json()
     with service_client(admin, "other") as other:
         assert other.post(f"/v1/subscriptions/{sub['id']}/test").status_code == 404
-
-
-def test_reenabling_resumes_parked_deliveries(admin: httpx.Client, database_url: str) -> None:
-    sub = admin.post("/v1/subscriptions", json={"url": "http://127.0.0.1:9/x"}).json()
-
-    async def park() -> int:
-        db = Database(database_url)
-        async with db.write() as session:
-            session.add(
-                Event(id="6b0000000000000000000001", district_id="d", type="users.updated",
-                      created=utcnow(), body="{}")
-            )  # fmt: skip
-            delivery = Delivery(
-                subscription_id=sub["id"], event_id="6b0000000000000000000001",
-                event_type="users.updated", status=DeliveryStatus.RETRYING, attempts=2,
-                next_attempt_at=None,
-            )  # fmt: skip
-            session.add(delivery)
-        await db.dispose()
-        assert delivery.id is not None
-        return delivery.id
-
-    async def next_attempt(delivery_id: int) -> object:
-        db = Database(database_url)
-        async with db.read() as session:
-            row = await session.get(Delivery, delivery_id)
-        await db.dispose()
-        assert row is not None
-        return row.next_attempt_at
-
-    delivery_id = asyncio.run(park())
-    disabled = admin.patch(f"/v1/subscriptions/{sub['id']}", json={"enabled": False})
-    assert disabled.json()["enabled"] is False
-    assert asyncio.run(next_attempt(delivery_id)) is None
-    enabled = admin.patch(f"/v1/subscriptions/{sub['id']}", json={"enabled": True})
-    assert enabled.json()["enabled"] is True
-    assert enabled.json()["disabled_reason"] is None
-    assert asyncio.run(next_attempt(delivery_id)) is not None

@@ -131,3 +131,13 @@ def test_pagination_walks_every_item_once(admin: httpx.Client) -> None:
     assert sorted(seen) == sorted(ids)
     assert admin.get("/v1/subscriptions", params={"cursor": "forged"}).status_code == 400
     assert admin.get("/v1/subscriptions", params={"limit": 0}).status_code == 422
+
+
+def test_schema_enums_are_the_matching_contract() -> None:
+    from typing import get_args
+
+    from relay.api.schemas import Action, RecordType
+    from relay.matching import ACTIONS, RECORD_TYPES
+
+    assert set(get_args(RecordType)) == set(RECORD_TYPES)
+    assert set(get_args(Action)) == set(ACTIONS)

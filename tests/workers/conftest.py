@@ -4,13 +4,11 @@ simulator and receivers on 127.0.0.1."""
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 
 from relay.clever.simulator import Simulator, SimulatorConfig, create_app
 from relay.db import Database
@@ -19,17 +17,6 @@ from relay.delivery.signing import generate_secret
 from relay.settings import Settings
 from tests.support.servers import ServerThread, serve
 from workers.settings import run_worker
-
-REDIS_URL = os.environ.get("RELAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
-
-
-@pytest.fixture
-async def redis_url() -> AsyncIterator[str]:
-    client = aioredis.from_url(REDIS_URL)
-    await client.flushdb()
-    yield REDIS_URL
-    await client.flushdb()
-    await client.aclose()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from datetime import timedelta
 from typing import Any
 
 from sqlmodel import col, select, update
-from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -23,7 +22,6 @@ from relay.db.models import Delivery, DeliveryStatus, Subscription
 from relay.delivery.probe import send_test
 from relay.delivery.signing import active_secrets, generate_secret
 from relay.delivery.targets import check_target_url
-from relay.ingest import DueDelivery
 
 SECRET_OVERLAP = timedelta(hours=24)
 
@@ -75,8 +73,8 @@ async def create_subscription(request: Request) -> Response:
         owner=body.owner or who.owner,
         url=body.url,
         description=body.description,
-        record_types=body.record_types or [],
-        actions=body.actions or [],
+        record_types=list(body.record_types or []),
+        actions=list(body.actions or []),
         schools=body.schools or [],
         districts=body.districts or [],
         secret=body.secret or generate_secret(),
@@ -134,7 +132,8 @@ async def get_subscription(request: Request) -> Response:
         {200: schemas.Subscription},
         request=schemas.SubscriptionUpdate,
         errors=(404,),
-        description="Setting enabled to true re-enables a subscription the relay disabled.",
+        description="Setting enabled to true re-enables a subscription the relay disabled; "
+        "deliveries parked while it was disabled are sent again within the reconcile interval.",
     )
 )
 async def update_subscription(request: Request) -> Response:
@@ -154,33 +153,12 @@ async def update_subscription(request: Request) -> Response:
                 value = value or []
             if value is not None or name == "description":
                 setattr(sub, name, value)
-        resumed: list[tuple[int, int]] = []
         if body.enabled is not None:
             sub.disabled_reason = None
             sub.failing_since = None
-        if body.enabled:
-            resumed = await _resume_parked(session, subscription_id)
         sub.updated_at = utcnow()
         session.add(sub)
-    if resumed and svc.dispatcher is not None:
-        now = utcnow()
-        await svc.dispatcher.enqueue([DueDelivery(i, a + 1, now) for i, a in resumed])
     return JSONResponse(subscription_fields(sub))
-
-
-async def _resume_parked(session: AsyncSession, subscription_id: str) -> list[tuple[int, int]]:
-    """Deliveries parked while the subscription was disabled become due now (the reconciler
-    queues them if the API has no Redis); returns their (id, attempts)."""
-    now = utcnow()
-    result = await session.exec(
-        update(Delivery)
-        .where(col(Delivery.subscription_id) == subscription_id)
-        .where(col(Delivery.status).in_([DeliveryStatus.PENDING, DeliveryStatus.RETRYING]))
-        .where(col(Delivery.next_attempt_at).is_(None))
-        .values(next_attempt_at=now, updated_at=now)
-        .returning(col(Delivery.id), col(Delivery.attempts))
-    )
-    return [(int(i), int(a)) for i, a in result.all()]
 
 
 @operation(

@@ -211,7 +211,8 @@ async def not_found(request: Request, exc: Exception) -> Response:
 
 
 class RequestLog:
-    """ASGI middleware: logs every non-``/_sim`` request with start/end times and status."""
+    """ASGI middleware: logs every non-``/_sim`` request with start/end times, status and
+    the ``X-RateLimit-Reset`` it answered with."""
 
     def __init__(self, app: ASGIApp, sim: Simulator) -> None:
         self.app = app
@@ -231,6 +232,7 @@ class RequestLog:
             "district": None,
             "status": None,
             "fault": None,
+            "rate_limit_reset": None,  # X-RateLimit-Reset of the answer (unix seconds)
             "started_wall": time.time(),
             "started_monotonic": time.monotonic(),
             "ended_wall": None,
@@ -242,6 +244,9 @@ class RequestLog:
         async def send_logged(message: Message) -> None:
             if message["type"] == "http.response.start":
                 entry["status"] = message["status"]
+                for name, value in message.get("headers", []):
+                    if name.lower() == b"x-ratelimit-reset":
+                        entry["rate_limit_reset"] = int(value)
             elif message["type"] == "http.response.body" and not message.get("more_body"):
                 entry["ended_wall"] = time.time()
                 entry["ended_monotonic"] = time.monotonic()

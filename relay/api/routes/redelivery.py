@@ -1,0 +1,137 @@
+"""Re-sending: one delivery now, or a subscription's failed deliveries over a time window."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import AwareDatetime, BaseModel, field_validator, model_validator
+from sqlmodel import col
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from relay.api import schemas
+from relay.api.auth import principal
+from relay.api.context import Services, read_json, services
+from relay.api.errors import ApiError
+from relay.api.routes.deliveries import load_visible_delivery
+from relay.api.routes.subscriptions import load_visible
+from relay.api.spec import Operation, operation
+from relay.db import utcnow
+from relay.db.models import Delivery, DeliveryStatus, Subscription
+from relay.delivery.redeliver import request_redelivery
+from relay.ingest import DueDelivery
+
+
+class Requeued(BaseModel):
+    requeued: int
+
+
+class RetryAccepted(BaseModel):
+    id: int
+    status: str
+    next_attempt_at: datetime
+
+
+class RecoverRequest(schemas.RequestBody):
+    since: AwareDatetime
+    until: AwareDatetime | None = None
+
+    @field_validator("since", "until", mode="before")
+    @classmethod
+    def _iso_string(cls, value: object) -> object:
+        if value is not None and not isinstance(value, str):
+            raise ValueError(
+                "must be an ISO 8601 timestamp with an offset, e.g. 2026-11-26T00:00:00Z"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _window(self) -> RecoverRequest:
+        if self.until is not None and self.until <= self.since:
+            raise ValueError("until must be after since")
+        return self
+
+
+async def _enqueue(svc: Services, due: list[DueDelivery]) -> None:
+    if svc.dispatcher is not None and due:
+        await svc.dispatcher.enqueue(due)
+
+
+def _require_enabled(subscription: Subscription | None) -> None:
+    if subscription is not None and not subscription.enabled:
+        raise ApiError(409, "the subscription is disabled; enable it (PATCH enabled=true) first")
+
+
+@operation(
+    Operation(
+        "Send a delivery again now",
+        "deliveries",
+        {202: RetryAccepted},
+        errors=(404, 409),
+        description="A new attempt, queued at once and counted apart from the retry "
+        "schedule: if it fails, the delivery goes back to where the schedule had it.",
+    )
+)
+async def retry_delivery(request: Request) -> Response:
+    svc = services(request)
+    delivery = await load_visible_delivery(
+        svc, principal(request), request.path_params["delivery_id"]
+    )
+    if delivery.status == DeliveryStatus.CANCELLED:
+        raise ApiError(409, "the delivery was cancelled: its subscription no longer exists")
+    now = utcnow()
+    async with svc.db.write() as session:
+        _require_enabled(await session.get(Subscription, delivery.subscription_id))
+        due = await request_redelivery(
+            session,
+            now,
+            col(Delivery.id) == delivery.id,
+            col(Delivery.attempts) == delivery.attempts,
+        )
+    if not due:
+        raise ApiError(409, "the delivery changed while the retry was requested; try again")
+    await _enqueue(svc, due)
+    accepted = RetryAccepted(id=due[0].delivery_id, status="retrying", next_attempt_at=now)
+    return JSONResponse(accepted.model_dump(mode="json"), status_code=202)
+
+
+@operation(
+    Operation(
+        "Re-send a subscription's failed deliveries created in a time window",
+        "subscriptions",
+        {202: Requeued},
+        request=RecoverRequest,
+        errors=(404, 409),
+        description="Every failed delivery of the subscription created at or after since "
+        "(and before until, default now) gets a new attempt; they are queued in the "
+        "background and the count is returned.",
+    )
+)
+async def recover(request: Request) -> Response:
+    svc = services(request)
+    sub = await load_visible(svc, principal(request), request.path_params["subscription_id"])
+    _require_enabled(sub)
+    body = await read_json(request, RecoverRequest)
+    now = utcnow()
+    async with svc.db.write() as session:
+        due = await request_redelivery(
+            session,
+            now,
+            col(Delivery.subscription_id) == sub.id,
+            col(Delivery.status) == DeliveryStatus.FAILED,
+            col(Delivery.created_at) >= body.since,
+            col(Delivery.created_at) < (body.until or now),
+        )
+    return JSONResponse(
+        Requeued(requeued=len(due)).model_dump(),
+        status_code=202,
+        background=BackgroundTask(_enqueue, svc, due),
+    )
+
+
+routes = [
+    Route("/v1/deliveries/{delivery_id}/retry", retry_delivery, methods=["POST"]),
+    Route("/v1/subscriptions/{subscription_id}/recover", recover, methods=["POST"]),
+]

@@ -1,0 +1,44 @@
+"""Re-sending on request (``POST /v1/deliveries/{id}/retry`` and ``…/recover``).
+
+The request is written to the database first (``manual_retry``, due now), so it survives a
+Redis outage: the reconciler queues it if the API's own enqueue is lost. A manual attempt is
+counted apart from the retry schedule (``Delivery.manual_attempts``): it never uses up a
+scheduled attempt, and when it fails the delivery goes back to where the schedule had it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlmodel import col, update
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from relay.db.models import Delivery, DeliveryStatus
+from relay.ingest import DueDelivery
+
+RESENDABLE = (
+    DeliveryStatus.PENDING,
+    DeliveryStatus.RETRYING,
+    DeliveryStatus.SUCCEEDED,
+    DeliveryStatus.FAILED,
+)
+
+
+async def request_redelivery(
+    session: AsyncSession, now: datetime, *conditions: Any
+) -> list[DueDelivery]:
+    """Mark the deliveries matching ``conditions`` for a manual attempt now."""
+    result = await session.exec(
+        update(Delivery)
+        .where(*conditions)
+        .where(col(Delivery.status).in_(RESENDABLE))
+        .values(
+            status=DeliveryStatus.RETRYING,
+            manual_retry=True,
+            next_attempt_at=now,
+            updated_at=now,
+        )
+        .returning(col(Delivery.id), col(Delivery.attempts))
+    )
+    return [DueDelivery(int(i), int(a) + 1, now, manual=True) for i, a in result.all()]

@@ -1,0 +1,229 @@
+"""Redis is only a dispatch buffer: flushed or restarted (a private ``redis-server`` of this
+test's own, never the shared one) mid-run, every delivery still arrives, with duplicates only
+for attempts in flight, and the workers carry on without a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import redis
+from arq.connections import create_pool
+from sqlmodel import col, select
+
+from relay.clever.simulator import Simulator
+from relay.db import Database, utcnow
+from relay.db.models import Delivery, Subscription
+from relay.dispatch import FIRST_ATTEMPTS_QUEUE, RETRIES_QUEUE, Dispatcher, job_id
+from relay.settings import Settings
+from tests.support.receiver import Receiver
+from tests.support.servers import ServerThread, free_port, serve
+from tests.workers.conftest import add_subscription, wait_for
+from tests.workers.test_deliver import add_deliveries
+from tests.workers.test_delivery_acceptance import (
+    cluster,
+    deliveries_settled,
+    duplicates,
+    sim_events,
+    statuses,
+)
+from workers.reconcile import requeue_due, unpark
+from workers.settings import redis_settings
+
+REDIS_SERVER = shutil.which("redis-server")
+needs_redis_server = pytest.mark.skipif(REDIS_SERVER is None, reason="no redis-server on PATH")
+
+
+class PrivateRedis:
+    """A throwaway ``redis-server`` without persistence, on a port of its own."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        assert REDIS_SERVER is not None
+        self.proc = subprocess.Popen(
+            [
+                REDIS_SERVER,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis(port=self.port)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        client.close()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None
+
+    def flushall(self) -> None:
+        client = redis.Redis(port=self.port)
+        client.flushall()
+        client.close()
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    if REDIS_SERVER is None:
+        pytest.skip("no redis-server on PATH")
+    server = PrivateRedis(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def test_requeue_due_queues_only_what_redis_lost(db: Database, redis_url: str) -> None:
+    sub = await add_subscription(db, "http://127.0.0.1:9/hook")
+    ids = await add_deliveries(db, [sub], 3)
+    async with db.write() as session:  # one retry due, one done
+        rows = {d.id: d for d in (await session.exec(select(Delivery))).all()}
+        rows[ids[1]].status, rows[ids[1]].attempts = "retrying", 2
+        rows[ids[2]].status, rows[ids[2]].next_attempt_at = "succeeded", None
+        for row in rows.values():
+            session.add(row)
+    pool = await create_pool(redis_settings(redis_url))
+    dispatcher = Dispatcher(pool)
+    later = utcnow() + timedelta(seconds=5)  # past the reconciler's grace period
+    assert await requeue_due(db, dispatcher, now=later) == 2
+    assert await requeue_due(db, dispatcher, now=later) == 0  # already queued: left alone
+    assert await pool.zscore(FIRST_ATTEMPTS_QUEUE, job_id(ids[0], 1)) is not None
+    assert await pool.zscore(RETRIES_QUEUE, job_id(ids[1], 3)) is not None
+    await pool.flushdb()  # Redis lost everything: both come back
+    assert await requeue_due(db, dispatcher, now=later) == 2
+    await pool.aclose()
+
+
+async def test_parked_deliveries_wake_when_the_subscription_is_enabled(db: Database) -> None:
+    sub = await add_subscription(db, "http://127.0.0.1:9/hook", enabled=False)
+    ids = await add_deliveries(db, [sub], 2)
+    async with db.write() as session:
+        for row in (await session.exec(select(Delivery))).all():
+            row.next_attempt_at = None  # parked by the deliver job
+            session.add(row)
+    assert await unpark(db) == 0  # still disabled
+    async with db.write() as session:
+        stored = await session.get(Subscription, sub.id)
+        assert stored is not None
+        stored.enabled = True
+        session.add(stored)
+    assert await unpark(db) == 2
+    async with db.read() as session:
+        due = (
+            await session.exec(
+                select(Delivery.id).where(col(Delivery.next_attempt_at).is_not(None))
+            )
+        ).all()
+    assert sorted(i for i in due if i is not None) == sorted(ids)
+
+
+async def _run_with_disruption(
+    db: Database,
+    settings: Settings,
+    private_redis: PrivateRedis,
+    simulator: tuple[Simulator, ServerThread],
+    tmp_path: Path,
+    disrupt: str,
+) -> tuple[int, int, int]:
+    """Deliver a 200-event backlog; ``disrupt`` Redis after 40 arrive. Returns (received
+    requests, duplicates, received when disrupted)."""
+    sim, sim_server = simulator
+    district = next(iter(sim.districts.values()))
+    sim.add_backlog(district.id, 200)
+    expected_ids = {e["id"] for e in sim_events(sim, district.id)}
+    slow = Receiver(responder=lambda n: (204, {}, 0.2))
+    with (
+        serve(slow.app()) as srv,
+        cluster(settings, private_redis.url, sim_server.url, tmp_path) as relay,
+    ):
+        relay.subscribe(srv.url + "/slow")
+        relay.add_district(district.id, district.token)
+
+        async def some_received() -> bool:
+            return len(slow.event_ids()) >= 40
+
+        await wait_for(some_received, 30)
+        at = len(slow.event_ids())
+        if disrupt == "flush":
+            private_redis.flushall()
+        else:
+            private_redis.stop()
+            await asyncio.sleep(2)
+            private_redis.start()
+        try:
+            await wait_for(lambda: deliveries_settled(db, len(expected_ids)), 45)
+        except AssertionError:
+            raise AssertionError(
+                (await statuses(db), len(slow.event_ids()), relay.output())
+            ) from None
+        await asyncio.sleep(0.5)
+        # the workers rode it out: the same processes, still running
+        assert all(w.proc.poll() is None for w in relay.workers)
+        logs = "".join(w.output() for w in relay.workers)
+        assert "re-queued deliveries missing from Redis" in logs  # the reconciler did it
+
+    assert set(slow.event_ids()) == expected_ids
+    assert await statuses(db) == {"succeeded": len(expected_ids)}
+    return len(slow.event_ids()), duplicates(slow), at
+
+
+@needs_redis_server
+async def test_a_redis_flush_mid_run_loses_nothing(
+    db: Database,
+    settings: Settings,
+    private_redis: PrivateRedis,
+    simulator: tuple[Simulator, ServerThread],
+    tmp_path: Path,
+) -> None:
+    received, dupes, at = await _run_with_disruption(
+        db, settings, private_redis, simulator, tmp_path, "flush"
+    )
+    # only attempts in flight at the flush can arrive twice (8 per subscription per worker)
+    assert dupes <= 16, (received, dupes)
+    print(f"flush after {at} received: {received} requests, {dupes} duplicates")
+
+
+@needs_redis_server
+async def test_a_redis_restart_mid_run_needs_no_worker_restart(
+    db: Database,
+    settings: Settings,
+    private_redis: PrivateRedis,
+    simulator: tuple[Simulator, ServerThread],
+    tmp_path: Path,
+) -> None:
+    received, dupes, at = await _run_with_disruption(
+        db, settings, private_redis, simulator, tmp_path, "restart"
+    )
+    assert dupes <= 16, (received, dupes)
+    print(f"restart after {at} received: {received} requests, {dupes} duplicates")
