@@ -41,14 +41,18 @@ async def _check_target(svc: Services, url: str) -> None:
         raise ApiError(422, f"url: {exc}") from None
 
 
-async def load_visible(svc: Services, who: Principal, subscription_id: str) -> Subscription:
-    """The subscription, or 404 if it does not exist *or* belongs to another owner (a service
-    token must not learn that another owner's id exists)."""
-    async with svc.db.read() as session:
-        sub = await session.get(Subscription, subscription_id)
+def visible_or_404(sub: Subscription | None, who: Principal, subscription_id: str) -> Subscription:
+    """404 alike for a subscription that does not exist and one of another owner: a service
+    token must not learn that another owner's id exists."""
     if sub is None or not (who.is_admin or sub.owner == who.owner):
         raise ApiError(404, f"no subscription {subscription_id!r}")
     return sub
+
+
+async def load_visible(svc: Services, who: Principal, subscription_id: str) -> Subscription:
+    async with svc.db.read() as session:
+        sub = await session.get(Subscription, subscription_id)
+    return visible_or_404(sub, who, subscription_id)
 
 
 @operation(
@@ -144,9 +148,7 @@ async def update_subscription(request: Request) -> Response:
     if body.url is not None:
         await _check_target(svc, body.url)
     async with svc.db.write() as session:
-        sub = await session.get(Subscription, subscription_id)
-        if sub is None:
-            raise ApiError(404, f"no subscription {subscription_id!r}")
+        sub = visible_or_404(await session.get(Subscription, subscription_id), who, subscription_id)
         for name in body.model_fields_set:
             value = getattr(body, name)
             if name in ("record_types", "actions", "schools", "districts"):
@@ -172,11 +174,8 @@ async def update_subscription(request: Request) -> Response:
 async def delete_subscription(request: Request) -> Response:
     who, svc = principal(request), services(request)
     subscription_id = request.path_params["subscription_id"]
-    await load_visible(svc, who, subscription_id)
     async with svc.db.write() as session:
-        sub = await session.get(Subscription, subscription_id)
-        if sub is None:
-            raise ApiError(404, f"no subscription {subscription_id!r}")
+        sub = visible_or_404(await session.get(Subscription, subscription_id), who, subscription_id)
         await session.delete(sub)
         await session.exec(
             update(Delivery)
@@ -198,11 +197,8 @@ async def delete_subscription(request: Request) -> Response:
 async def rotate_secret(request: Request) -> Response:
     who, svc = principal(request), services(request)
     subscription_id = request.path_params["subscription_id"]
-    await load_visible(svc, who, subscription_id)
     async with svc.db.write() as session:
-        sub = await session.get(Subscription, subscription_id)
-        if sub is None:
-            raise ApiError(404, f"no subscription {subscription_id!r}")
+        sub = visible_or_404(await session.get(Subscription, subscription_id), who, subscription_id)
         now = utcnow()
         sub.previous_secret = sub.secret
         sub.previous_secret_expires_at = now + SECRET_OVERLAP
