@@ -9,6 +9,7 @@ from arq.connections import ArqRedis
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
+from relay.api import ui
 from relay.api.auth import Authenticator, AuthMiddleware, TokenCodec
 from relay.api.context import Services
 from relay.api.errors import exception_handlers
@@ -81,6 +82,7 @@ def create_app(
                 *deliveries.routes,
                 *events.routes,
                 *redelivery.routes,
+                *ui.routes(runtime),
             ]
         ),
         middleware=[

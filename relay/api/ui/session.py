@@ -1,0 +1,100 @@
+"""The /ui session cookie and the CSRF check (see the package docstring for why)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from sqlmodel import select
+from starlette.requests import Request
+
+from relay.api.auth import Principal
+from relay.api.context import Services, services
+from relay.db.models import ServiceOwner
+
+COOKIE = "relay_ui_session"
+SESSION_SECONDS = 3600
+_SALT = "relay.ui-session"
+
+
+@dataclass(frozen=True)
+class Session:
+    principal: Principal
+    cookie: str
+
+
+class SessionCodec:
+    """Signs and reads the session cookie: ``{"o": owner, "g": generation}`` for a service
+    token, ``{"o": "admin", "f": fingerprint}`` for the admin token."""
+
+    def __init__(self, secret_key: str, admin_token: str) -> None:
+        self._serializer = URLSafeTimedSerializer(secret_key, salt=_SALT)
+        self._admin_fingerprint = hmac.new(
+            secret_key.encode(), b"relay.ui-admin:" + admin_token.encode(), hashlib.sha256
+        ).hexdigest()[:32]
+
+    def for_admin(self) -> str:
+        return str(self._serializer.dumps({"o": "admin", "f": self._admin_fingerprint}))
+
+    def for_service(self, owner: str, generation: int) -> str:
+        return str(self._serializer.dumps({"o": owner, "g": generation}))
+
+    def read(self, value: str) -> dict[str, Any] | None:
+        try:
+            payload = self._serializer.loads(value, max_age=SESSION_SECONDS)
+        except (SignatureExpired, BadSignature):
+            return None
+        return payload if isinstance(payload, dict) else None
+
+    def is_admin(self, payload: dict[str, Any]) -> bool:
+        fingerprint = payload.get("f")
+        return isinstance(fingerprint, str) and hmac.compare_digest(
+            fingerprint, self._admin_fingerprint
+        )
+
+
+async def current_generation(svc: Services, owner: str) -> int | None:
+    async with svc.db.read() as session:
+        row = (await session.exec(select(ServiceOwner).where(ServiceOwner.owner == owner))).first()
+    if row is None or row.revoked:
+        return None
+    return row.generation
+
+
+async def signed_in(request: Request, codec: SessionCodec) -> Session | None:
+    """The signed-in principal, re-checked against the current tokens, or None."""
+    value = request.cookies.get(COOKIE)
+    if not value:
+        return None
+    svc = services(request)
+    payload = codec.read(value)
+    if payload is None:
+        return None
+    if "f" in payload:
+        if not codec.is_admin(payload):
+            return None
+        return Session(Principal(owner="admin", is_admin=True), value)
+    owner, generation = payload.get("o"), payload.get("g")
+    if not isinstance(owner, str) or not isinstance(generation, int):
+        return None
+    if await current_generation(svc, owner) != generation:
+        return None
+    return Session(Principal(owner=owner, is_admin=False), value)
+
+
+def same_origin(request: Request) -> bool:
+    """A POST from a page of this host: ``Origin`` (or ``Referer``) names our own host."""
+    host = request.headers.get("host", "")
+    source = request.headers.get("origin") or request.headers.get("referer")
+    if not source or source == "null" or not host:
+        return False
+    parts = urlsplit(source)
+    return parts.scheme in ("http", "https") and parts.netloc.lower() == host.lower()
+
+
+def is_https(request: Request) -> bool:
+    return request.url.scheme == "https"
