@@ -37,6 +37,7 @@ from workers.context import WorkerContext, sleep_until
 logger = logging.getLogger("relay.poll")
 
 ERROR_AFTER_FAILURES = 5
+UNAUTHORIZED_AFTER_401S = 3  # with credentials, when Clever keeps listing the rejected token
 RETENTION_SAFETY = 0.97  # call a gap a little before Clever's retention is exactly reached
 BACKOFF = Backoff(base=1.0, cap=60.0)
 
@@ -79,6 +80,7 @@ class DistrictPoller:
         self.district_id = district_id
         self.stop = stop
         self.failures = 0
+        self.unauthorized = 0  # 401s in a row whose token Clever still lists
         self.token_in_use: str | None = None  # the token of the last request
         self.log_extra = {"district_id": district_id, "worker": app.worker_id}
 
@@ -129,10 +131,17 @@ class DistrictPoller:
             await self.note_error(f"rate limited by Clever until its reset ({wait:.0f}s)")
             return max(wait, 0.0)
         except CleverUnauthorized as exc:
-            if await self.refresh_token():
+            refreshed = await self.refresh_token()
+            if refreshed is True:
                 return 0.0
-            await self.mark_unauthorized(str(exc))
-            return None
+            self.unauthorized += 1
+            if refreshed is None or self.unauthorized >= UNAUTHORIZED_AFTER_401S:
+                await self.mark_unauthorized(str(exc))
+                return None
+            # Clever still lists the token we used: a one-off 401; back off and try again.
+            wait = BACKOFF.next_delay(self.unauthorized)
+            await self.note_error(f"{exc} (the token is still current; retrying)")
+            return max(wait, 0.1)
         except CleverError as exc:
             self.failures += 1
             wait = BACKOFF.next_delay(self.failures - 1)
@@ -142,6 +151,7 @@ class DistrictPoller:
             )
             return max(wait, 0.1)
         self.failures = 0
+        self.unauthorized = 0
         return self.app.settings.poll_interval
 
     async def load(self) -> District:
@@ -231,11 +241,15 @@ class DistrictPoller:
             "cursor seeded at Clever's newest event", extra=self.log_extra | {"cursor": latest}
         )
 
-    async def refresh_token(self) -> bool:
-        """After a 401, ask Clever for the district's current token (tokens rotate)."""
+    async def refresh_token(self) -> bool | None:
+        """After a 401, ask Clever for the district's current token (tokens rotate).
+
+        True: a new token is stored. False: nothing better to use now (Clever still lists the
+        rejected token, or could not be asked): try again later. None: give up (no client
+        credentials, or the district no longer shares data with the app)."""
         credentials = self.app.settings.clever_credentials
         if credentials is None:
-            return False
+            return None
         try:
             tokens = await fetch_district_tokens(
                 self.app.settings.clever_oauth_url, *credentials, district=self.district_id
@@ -246,7 +260,9 @@ class DistrictPoller:
         rejected = self.token_in_use
         fresh = next((t.access_token for t in tokens if t.access_token != rejected), None)
         if fresh is None:
-            return False
+            # Clever still lists the rejected token (a passing 401), or none at all (the
+            # district stopped sharing with the app: unauthorized for real).
+            return False if tokens else None
         async with self.app.db.write() as session:
             result = await session.exec(
                 update(District)
