@@ -65,6 +65,23 @@ class Dispatcher:
         return added
 
     async def _enqueue_batch(self, items: Sequence[DueDelivery]) -> int:
+        # The reconciler offers every due delivery every few seconds, and during a large
+        # backlog nearly all are already queued: one ZMSCORE per batch finds those, so only
+        # the missing ones are serialised and written. (An id in the queue whose job key was
+        # lost is dropped by arq when it comes up, and queued again by the next pass.) ZMSCORE
+        # needs Redis >= 6.2, as the embedded one is.
+        ids = [job_id(i.delivery_id, i.attempt, i.manual) for i in items]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zmscore(FIRST_ATTEMPTS_QUEUE, ids)
+            pipe.zmscore(RETRIES_QUEUE, ids)
+            queued, retries = await pipe.execute()
+        items = [
+            item
+            for item, first, retry in zip(items, queued, retries, strict=True)
+            if first is None and retry is None
+        ]
+        if not items:
+            return 0
         now_ms = int(time.time() * 1000)
         async with self.redis.pipeline(transaction=False) as pipe:
             for item in items:

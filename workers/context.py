@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import socket
 import uuid
@@ -15,15 +16,19 @@ from arq.connections import ArqRedis
 from relay.clever.client import CleverClient
 from relay.clever.ratelimit import TokenPacer
 from relay.db import Database
+from relay.delivery.outcomes import AttemptRecord, Recorded
 from relay.delivery.schedule import RetrySchedule
 from relay.delivery.sender import WebhookSender
 from relay.delivery.targets import TargetPolicy
 from relay.dispatch import Dispatcher
 from relay.settings import Settings
+from workers.batching import Coalescer, DeliveryRow, load_deliveries, record_batch
 
 # In-flight attempts per subscription in one worker process: a slow or hanging endpoint can
-# hold at most this many of the worker's slots; its other jobs step aside (arq Retry).
+# hold at most this many of the worker's slots; its other jobs wait up to SLOT_WAIT seconds
+# for a slot (a healthy endpoint frees one within milliseconds), then step aside (arq Retry).
 PER_SUBSCRIPTION_CONCURRENCY = 8
+SLOT_WAIT = 0.5
 
 
 def worker_id() -> str:
@@ -40,7 +45,18 @@ class WorkerContext:
     clever: CleverClient
     schedule: RetrySchedule
     worker_id: str = field(default_factory=worker_id)
-    in_flight: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    slots: defaultdict[str, asyncio.Semaphore] = field(
+        default_factory=lambda: defaultdict(lambda: asyncio.Semaphore(PER_SUBSCRIPTION_CONCURRENCY))
+    )
+    # the deliver jobs' reads and writes, shared by the jobs running at the same time
+    loads: Coalescer[int, DeliveryRow | None] = field(init=False)
+    records: Coalescer[AttemptRecord, Recorded] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.loads = Coalescer(functools.partial(load_deliveries, self.db))
+        self.records = Coalescer(
+            functools.partial(record_batch, self.db, self.schedule, self.settings.disable_after)
+        )
 
     @classmethod
     async def open(cls, settings: Settings, redis: ArqRedis) -> WorkerContext:

@@ -40,6 +40,7 @@ from relay.settings import Settings
 from workers.context import WorkerContext
 from workers.deliver import deliver
 from workers.discovery import discover_districts
+from workers.job_start import BatchStartWorker
 from workers.poll import PollSupervisor
 from workers.reconcile import reconcile
 from workers.retention import purge_expired
@@ -51,6 +52,8 @@ CRON_QUEUE = "relay:cron"
 CRON_TIMEOUT = 120
 DISCOVER_EVERY_MINUTES = 5
 PURGE_AT_MINUTE = 17  # hourly
+FIRST_ATTEMPTS_MAX_JOBS = 100
+RETRIES_MAX_JOBS = 50
 
 
 @dataclass(frozen=True)
@@ -73,8 +76,13 @@ class WorkerSettings:
         # (+10 s in arq), not after arq's default 300 s.
         timeout = settings.delivery_timeout + 5
         return [
-            cls(FIRST_ATTEMPTS_QUEUE, max_jobs=100, job_timeout=timeout, cron=False),
-            cls(RETRIES_QUEUE, max_jobs=50, job_timeout=timeout, cron=False),
+            cls(
+                FIRST_ATTEMPTS_QUEUE,
+                max_jobs=FIRST_ATTEMPTS_MAX_JOBS,
+                job_timeout=timeout,
+                cron=False,
+            ),
+            cls(RETRIES_QUEUE, max_jobs=RETRIES_MAX_JOBS, job_timeout=timeout, cron=False),
             cls(
                 CRON_QUEUE,
                 max_jobs=4,
@@ -119,7 +127,7 @@ class WorkerSettings:
     def _worker(
         self, pool: ArqRedis, ctx: dict[str, Any], functions: list[Function], crons: list[CronJob]
     ) -> Worker:
-        return Worker(
+        return BatchStartWorker(
             functions=functions,
             cron_jobs=crons,
             queue_name=self.queue_name,
@@ -133,6 +141,20 @@ class WorkerSettings:
             health_check_interval=self.health_check_interval,
             max_tries=self.max_tries,
         )
+
+
+class DeliverJobLinesAtDebug(logging.Filter):
+    """arq logs two INFO lines per job (started, finished; "retrying" for a busy
+    subscription): with the relay's own line, three JSON lines per webhook, a measurable
+    share of a busy worker's CPU. The deliver jobs' lines pass only when DEBUG is on; the
+    cron jobs' and arq's other lines are untouched."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO or not str(record.msg).startswith("%6.2fs"):
+            return True
+        args = record.args if isinstance(record.args, tuple) else ()
+        ref = str(args[1]) if len(args) > 1 else ""
+        return not ref.startswith(DELIVER_FUNCTION + ":") or logger.isEnabledFor(logging.DEBUG)
 
 
 def redis_settings(url: str) -> RedisSettings:
@@ -165,6 +187,9 @@ async def _keep_running(worker: Worker, stop: asyncio.Event) -> None:
 
 async def run_worker(settings: Settings, redis_url: str, stop: asyncio.Event) -> None:
     """Run until ``stop`` is set, then finish in-flight deliveries (up to their timeout)."""
+    arq_logger = logging.getLogger("arq.worker")
+    if not any(isinstance(f, DeliverJobLinesAtDebug) for f in arq_logger.filters):
+        arq_logger.addFilter(DeliverJobLinesAtDebug())
     pool = await create_pool(redis_settings(redis_url))
     app = await WorkerContext.open(settings, pool)
     ctx: dict[str, Any] = {"relay": app}

@@ -1,5 +1,5 @@
 """Recording a webhook attempt: the delivery's new state, the attempt row and the
-subscription's health, in one transaction.
+subscription's health, in one transaction (shared by the attempts of concurrent jobs).
 
 The update is a compare-and-set on the attempt count, so a job that runs twice (arq is
 at-least-once; a killed worker's job runs again) records its attempt only once.
@@ -8,17 +8,19 @@ at-least-once; a killed worker's job runs again) records its attempt only once.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlmodel import col, update
+from sqlalchemy import bindparam
+from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from relay.db import Database, utcnow
 from relay.db.models import Delivery, DeliveryAttempt, DeliveryStatus, Subscription
 from relay.delivery.schedule import RetrySchedule
 from relay.delivery.sender import AttemptOutcome
-from relay.ingest import DueDelivery
+from relay.ingest import DueDelivery, table_of
 
 logger = logging.getLogger("relay.delivery")
 
@@ -48,6 +50,115 @@ def next_state(
     return DeliveryStatus.RETRYING, now + timedelta(seconds=delay)
 
 
+@dataclass(frozen=True)
+class AttemptRecord:
+    """One attempt to record: attempt number ``attempt`` (all attempts, manual ones
+    included) of ``delivery_id``, with what was read before it was sent."""
+
+    delivery_id: int
+    attempt: int
+    subscription: Subscription
+    outcome: AttemptOutcome
+    attempted_at: datetime
+    manual_attempts: int = 0
+    manual: bool = False
+
+
+def _planned_state(
+    record: AttemptRecord, schedule: RetrySchedule, now: datetime
+) -> tuple[DeliveryStatus, datetime | None]:
+    """A failed manual retry leaves the schedule where it was: the next scheduled attempt, or
+    failed if there is none left."""
+    outcome = record.outcome
+    # the attempt's place in the schedule; for a manual retry, the last scheduled one before it
+    position = record.attempt - record.manual_attempts - (1 if record.manual else 0)
+    if record.manual and not outcome.succeeded and not outcome.gone:
+        delay = schedule.next_delay(position) if position >= 1 else 0.0
+        if delay is None:
+            return DeliveryStatus.FAILED, None
+        return DeliveryStatus.RETRYING, now + timedelta(seconds=delay)
+    return next_state(outcome, position, schedule, now)
+
+
+async def record_attempts(
+    session: AsyncSession,
+    records: Sequence[AttemptRecord],
+    *,
+    schedule: RetrySchedule,
+    disable_after: float,
+) -> list[Recorded]:
+    """Record ``records`` in the caller's write transaction, in a fixed number of statements
+    whatever their number: the workers call this for the attempts of many concurrent jobs at
+    once (``workers.batching``), one transaction per batch instead of one per webhook.
+
+    Compare-and-set on the attempt count, in bulk: the deliveries' attempt counts are read
+    with the rows locked (FOR UPDATE; SQLite's write transaction already holds the database),
+    and only records whose attempt is the next one, the first of each delivery in the batch,
+    are applied (one executemany UPDATE, still guarded by the count, and one multi-row INSERT
+    of the attempt rows). A subscription is updated only when its health changes."""
+    if not records:
+        return []
+    now = utcnow()
+    conn = await session.connection()
+    deliveries = table_of(Delivery)
+    rows = await conn.execute(
+        select(deliveries.c.id, deliveries.c.attempts)
+        .where(deliveries.c.id.in_({r.delivery_id for r in records}))
+        .with_for_update()
+    )
+    current: dict[int, int] = {int(i): int(n) for i, n in rows.all()}
+    results: list[Recorded] = []
+    updates: list[dict[str, object]] = []
+    attempt_rows: list[dict[str, object]] = []
+    applied: list[AttemptRecord] = []
+    for record in records:
+        status, next_at = _planned_state(record, schedule, now)
+        if current.get(record.delivery_id) != record.attempt - 1:
+            results.append(Recorded(status, None, duplicate=True))
+            continue
+        current[record.delivery_id] = record.attempt  # a second copy in the batch is stale
+        outcome = record.outcome
+        updates.append(
+            {
+                "b_id": record.delivery_id,
+                "b_expected": record.attempt - 1,
+                "attempts": record.attempt,
+                "manual_attempts": record.manual_attempts + (1 if record.manual else 0),
+                "status": status,
+                "next_attempt_at": next_at,
+                "last_status_code": outcome.status_code,
+            }
+        )
+        attempt_rows.append(
+            {
+                "delivery_id": record.delivery_id,
+                "attempted_at": record.attempted_at,
+                "status_code": outcome.status_code,
+                "duration_ms": outcome.duration_ms,
+                "error": outcome.error,
+                "response_excerpt": outcome.response_excerpt,
+                "trigger": "manual" if record.manual else "schedule",
+            }
+        )
+        applied.append(record)
+        next_attempt = (
+            DueDelivery(record.delivery_id, record.attempt + 1, next_at) if next_at else None
+        )
+        results.append(Recorded(status, next_attempt))
+    if updates:
+        await conn.execute(
+            deliveries.update()
+            .where(deliveries.c.id == bindparam("b_id"))
+            .where(deliveries.c.attempts == bindparam("b_expected"))
+            .values(manual_retry=False, updated_at=now),
+            updates,
+        )
+        await conn.execute(table_of(DeliveryAttempt).insert(), attempt_rows)
+    for record in applied:
+        await _update_health(session, record.subscription, record.outcome, now, disable_after)
+    return results
+
+
 async def record_attempt(
     db: Database,
     *,
@@ -61,52 +172,15 @@ async def record_attempt(
     manual_attempts: int = 0,
     manual: bool = False,
 ) -> Recorded:
-    """Record attempt number ``attempt`` (all attempts, manual ones included). A failed manual
-    retry leaves the schedule where it was: the next scheduled attempt, or failed if there is
-    none left."""
-    now = utcnow()
-    # the attempt's place in the schedule; for a manual retry, the last scheduled one before it
-    position = attempt - manual_attempts - (1 if manual else 0)
-    if manual and not outcome.succeeded and not outcome.gone:
-        delay = schedule.next_delay(position) if position >= 1 else 0.0
-        status, next_at = (
-            (DeliveryStatus.FAILED, None)
-            if delay is None
-            else (DeliveryStatus.RETRYING, now + timedelta(seconds=delay))
-        )
-    else:
-        status, next_at = next_state(outcome, position, schedule, now)
+    """Record one attempt in a transaction of its own (see ``record_attempts``)."""
+    record = AttemptRecord(
+        delivery_id, attempt, subscription, outcome, attempted_at, manual_attempts, manual
+    )
     async with db.write() as session:
-        result = await session.exec(
-            update(Delivery)
-            .where(col(Delivery.id) == delivery_id)
-            .where(col(Delivery.attempts) == attempt - 1)
-            .values(
-                attempts=attempt,
-                manual_attempts=manual_attempts + (1 if manual else 0),
-                manual_retry=False,
-                status=status,
-                next_attempt_at=next_at,
-                last_status_code=outcome.status_code,
-                updated_at=now,
-            )
+        (recorded,) = await record_attempts(
+            session, [record], schedule=schedule, disable_after=disable_after
         )
-        if result.rowcount != 1:
-            return Recorded(status, None, duplicate=True)
-        session.add(
-            DeliveryAttempt(
-                delivery_id=delivery_id,
-                attempted_at=attempted_at,
-                status_code=outcome.status_code,
-                duration_ms=outcome.duration_ms,
-                error=outcome.error,
-                response_excerpt=outcome.response_excerpt,
-                trigger="manual" if manual else "schedule",
-            )
-        )
-        await _update_health(session, subscription, outcome, now, disable_after)
-    next_attempt = DueDelivery(delivery_id, attempt + 1, next_at) if next_at else None
-    return Recorded(status, next_attempt)
+    return recorded
 
 
 async def _update_health(
