@@ -224,6 +224,17 @@ def deliveries_show(api: ApiClient, args: argparse.Namespace) -> int:
     return 0
 
 
+def deliveries_retry(api: ApiClient, args: argparse.Namespace) -> int:
+    accepted = api.request("POST", f"/v1/deliveries/{args.id}/retry")
+    if args.json:
+        return _emit(args, accepted, "")
+    print(
+        f"delivery {accepted['id']}: {accepted['status']}, a manual attempt is queued "
+        "(see it with: relay deliveries show " + str(accepted["id"]) + ")"
+    )
+    return 0
+
+
 # ---- districts ----------------------------------------------------------------------------
 
 
@@ -280,8 +291,10 @@ def add_deliveries_arguments(parser: argparse.ArgumentParser) -> None:
     listing.add_argument("--limit", type=_positive, default=50, help="rows to show (default 50)")
     show = _leaf(commands, "show", "show a delivery and its attempts", deliveries_show)
     show.add_argument("id", help="delivery id")
-    # `relay deliveries retry ID` goes here: a _leaf(commands, "retry", ...) whose action
-    # calls api.request("POST", f"/v1/deliveries/{args.id}/retry") and prints the result.
+    retry = _leaf(
+        commands, "retry", "send a delivery again now (a manual attempt)", deliveries_retry
+    )
+    retry.add_argument("id", help="delivery id")
 
 
 def add_districts_arguments(parser: argparse.ArgumentParser) -> None:

@@ -12,7 +12,7 @@ import pytest
 from relay.api.app import create_app
 from relay.cli import main
 from relay.db import Database
-from relay.db.models import DeliveryAttempt
+from relay.db.models import Delivery, DeliveryAttempt
 from relay.secrets import RuntimeSecrets
 from relay.settings import Settings, get_settings
 from tests.api.test_deliveries import T0, add_delivery, add_subscription
@@ -134,6 +134,28 @@ async def test_deliveries_show(
 
     code, _, err = run(
         capsys, "deliveries", "show", "999", "--api", api_url, "--token", ADMIN_TOKEN
+    )
+    assert code == 1
+    assert err == "relay: 404: no delivery '999'\n"
+
+
+async def test_deliveries_retry(
+    db: Database, api_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sub = await add_subscription(db, "admin")
+    delivery = await add_delivery(db, sub, status="failed", attempts=8, last_status_code=500)
+    code, out, err = run(
+        capsys, "deliveries", "retry", str(delivery), "--api", api_url, "--token", ADMIN_TOKEN
+    )
+    assert (code, err) == (0, "")
+    assert f"delivery {delivery}: retrying, a manual attempt is queued" in out
+    async with db.read() as session:
+        row = await session.get(Delivery, delivery)
+    assert row is not None
+    assert (row.status, row.manual_retry) == ("retrying", True)
+
+    code, _, err = run(
+        capsys, "deliveries", "retry", "999", "--api", api_url, "--token", ADMIN_TOKEN
     )
     assert code == 1
     assert err == "relay: 404: no delivery '999'\n"
