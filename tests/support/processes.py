@@ -13,6 +13,25 @@ from pathlib import Path
 RELAY = [sys.executable, "-m", "relay.cli"]
 
 
+def process_env(
+    database_url: str, redis_url: str, clever_url: str, data_dir: Path, **overrides: str
+) -> dict[str, str]:
+    """The environment of a relay process in a test: the test's database, Redis and Clever,
+    the test admin token and key, and fast settings (``overrides`` are RELAY_* names)."""
+    from tests.conftest import ADMIN_TOKEN
+
+    return {
+        "RELAY_DATABASE_URL": database_url,
+        "RELAY_REDIS_URL": redis_url,
+        "RELAY_CLEVER_API_URL": clever_url,
+        "RELAY_ADMIN_TOKEN": ADMIN_TOKEN,
+        "RELAY_SECRET_KEY": "test-secret-key",
+        "RELAY_DATA_DIR": str(data_dir),
+        "RELAY_POLL_LEASE": "2",
+        "RELAY_POLL_INTERVAL": "0.2",
+    } | overrides
+
+
 def relay_env(settings_env: Mapping[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RELAY_", "CLEVER_"))}
     env |= {"RELAY_LOG_FORMAT": "json", **settings_env}

@@ -20,8 +20,7 @@ from sqlmodel import col, select
 from relay.clever.simulator import Simulator, SimulatorConfig, create_app
 from relay.db import Database
 from relay.db.models import District, Event
-from tests.conftest import ADMIN_TOKEN
-from tests.support.processes import RelayProcess
+from tests.support.processes import RelayProcess, process_env
 from tests.support.servers import ServerThread, serve
 from tests.workers.conftest import add_district, wait_for
 
@@ -32,17 +31,7 @@ BACKLOG = 1_500
 def worker_env(
     database_url: str, redis_url: str, clever_url: str, data_dir: Path
 ) -> dict[str, str]:
-    return {
-        "RELAY_DATABASE_URL": database_url,
-        "RELAY_REDIS_URL": redis_url,
-        "RELAY_CLEVER_API_URL": clever_url,
-        "RELAY_ADMIN_TOKEN": ADMIN_TOKEN,
-        "RELAY_SECRET_KEY": "test-secret-key",
-        "RELAY_DATA_DIR": str(data_dir),
-        "RELAY_POLL_LEASE": "2",
-        "RELAY_POLL_INTERVAL": "0.2",
-        "RELAY_CLEVER_PAGE_SIZE": "250",
-    }
+    return process_env(database_url, redis_url, clever_url, data_dir, RELAY_CLEVER_PAGE_SIZE="250")
 
 
 @pytest.fixture
