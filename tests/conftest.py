@@ -20,6 +20,7 @@ from relay.db import Database
 from relay.db import models as _models  # noqa: F401  (registers the tables)
 from relay.secrets import RuntimeSecrets
 from relay.settings import Settings, load_settings
+from tests.support.redis_server import REDIS_SERVER, PrivateRedis
 
 BACKEND = os.environ.get("RELAY_TEST_DATABASE", "sqlite")
 POSTGRES_SERVER = os.environ.get(
@@ -118,3 +119,16 @@ async def redis_url() -> AsyncIterator[str]:
     yield REDIS_URL
     await client.flushdb()
     await client.aclose()
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    """A ``redis-server`` of the test's own (no persistence), free to restart and flush."""
+    if REDIS_SERVER is None:
+        pytest.skip("no redis-server on PATH: scripts/services installs the one the suite needs")
+    server = PrivateRedis(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

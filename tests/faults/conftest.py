@@ -10,7 +10,7 @@ import pwd
 import shutil
 import subprocess
 import tempfile
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,6 @@ from relay.db import Database
 from tests.conftest import BACKEND
 from tests.faults.scenario import Scenario
 from tests.support.servers import free_port
-from tests.workers.test_reconcile import REDIS_SERVER, PrivateRedis
 
 ScenarioFactory = Callable[..., Scenario]
 
@@ -45,19 +44,6 @@ def make_scenario(
         return Scenario(**(values | kwargs))
 
     return make
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    """A ``redis-server`` of the test's own (no persistence), free to restart and flush."""
-    if REDIS_SERVER is None:
-        pytest.skip("no redis-server on PATH: the Redis restart/flush scenarios need one")
-    server = PrivateRedis(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _postgres_bin() -> Path | None:

@@ -10,7 +10,7 @@ import pytest
 
 from tests.faults.conftest import ScenarioFactory
 from tests.faults.scenario import Answer
-from tests.workers.test_reconcile import PrivateRedis
+from tests.support.redis_server import PrivateRedis
 
 
 def slow(k: int) -> Answer:

@@ -5,15 +5,10 @@ for attempts in flight, and the workers carry on without a restart."""
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
-import time
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-import redis
 from arq.connections import create_pool
 from sqlmodel import col, select
 
@@ -23,7 +18,8 @@ from relay.db.models import Delivery, Subscription
 from relay.dispatch import FIRST_ATTEMPTS_QUEUE, RETRIES_QUEUE, Dispatcher, job_id
 from relay.settings import Settings
 from tests.support.receiver import Receiver
-from tests.support.servers import ServerThread, free_port, serve
+from tests.support.redis_server import REDIS_SERVER, PrivateRedis
+from tests.support.servers import ServerThread, serve
 from tests.workers.conftest import add_subscription, wait_for
 from tests.workers.test_deliver import add_deliveries
 from tests.workers.test_delivery_acceptance import (
@@ -36,72 +32,7 @@ from tests.workers.test_delivery_acceptance import (
 from workers.reconcile import requeue_due, unpark
 from workers.settings import redis_settings
 
-REDIS_SERVER = shutil.which("redis-server")
 needs_redis_server = pytest.mark.skipif(REDIS_SERVER is None, reason="no redis-server on PATH")
-
-
-class PrivateRedis:
-    """A throwaway ``redis-server`` without persistence, on a port of its own."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.workdir = workdir
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        assert REDIS_SERVER is not None
-        self.proc = subprocess.Popen(
-            [
-                REDIS_SERVER,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.workdir),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        client = redis.Redis(port=self.port)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        client.close()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-        self.proc = None
-
-    def flushall(self) -> None:
-        client = redis.Redis(port=self.port)
-        client.flushall()
-        client.close()
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    if REDIS_SERVER is None:
-        pytest.skip("no redis-server on PATH")
-    server = PrivateRedis(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 async def test_requeue_due_queues_only_what_redis_lost(db: Database, redis_url: str) -> None:
