@@ -62,9 +62,10 @@ def test_run_on_embedded_defaults_and_listen(tmp_path: Path) -> None:
             assert response.status_code == 401
             wait_for_text(listen, "forged-id BAD SIGNATURE")
         finally:
-            if listen is not None:
-                assert listen.stop() == 0
-            assert run.stop() == 0
+            # stop both before asserting, so a failure never leaves a process behind
+            listen_code = listen.stop() if listen is not None else 0
+            run_code = run.stop()
+        assert (listen_code, run_code) == (0, 0)
         output = run.output()
         assert "Traceback" not in output, output[-3000:]
         admin = (workdir / ".relay" / "admin_token").read_text().strip()
