@@ -30,6 +30,7 @@ from sqlmodel import col, select
 
 from relay.db import Database, utcnow
 from relay.db.models import (
+    WAITING,
     Delivery,
     DeliveryAttempt,
     DeliveryStatus,
@@ -89,9 +90,7 @@ async def take_snapshot(db: Database, now: datetime | None = None) -> Snapshot:
                 await session.exec(
                     select(func.count())
                     .select_from(Delivery)
-                    .where(
-                        col(Delivery.status).in_([DeliveryStatus.PENDING, DeliveryStatus.RETRYING])
-                    )
+                    .where(col(Delivery.status).in_(WAITING))
                     .where(col(Delivery.next_attempt_at) <= now - OVERDUE)
                 )
             ).one()

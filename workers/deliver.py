@@ -21,14 +21,12 @@ from arq import Retry
 from sqlmodel import col, update
 
 from relay.db import utcnow
-from relay.db.models import Delivery, DeliveryStatus
+from relay.db.models import WAITING, Delivery, DeliveryStatus
 from relay.delivery.outcomes import AttemptRecord
 from relay.delivery.signing import active_secrets, webhook_headers
 from workers.context import SLOT_WAIT, WorkerContext, context_of
 
 logger = logging.getLogger("relay.delivery")
-
-WAITING = (DeliveryStatus.PENDING, DeliveryStatus.RETRYING)
 
 
 async def deliver(ctx: dict[str, Any], delivery_id: int, attempt: int) -> str:

@@ -18,7 +18,7 @@ from sqlalchemy import tuple_
 from sqlmodel import col, select, update
 
 from relay.db import Database, utcnow
-from relay.db.models import Delivery, DeliveryStatus, Subscription
+from relay.db.models import WAITING, Delivery, Subscription
 from relay.dispatch import Dispatcher
 from relay.ingest import DueDelivery
 from workers.context import context_of
@@ -27,7 +27,6 @@ logger = logging.getLogger("relay.reconcile")
 
 BATCH = 2000
 GRACE = timedelta(seconds=2)  # leave just-created rows to the ingest path's own enqueue
-WAITING = (DeliveryStatus.PENDING, DeliveryStatus.RETRYING)
 
 
 async def unpark(db: Database, now: datetime | None = None) -> int:

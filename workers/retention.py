@@ -12,13 +12,12 @@ from typing import Any
 from sqlmodel import col, delete, exists, select
 
 from relay.db import Database, utcnow
-from relay.db.models import Delivery, DeliveryAttempt, DeliveryStatus, Event
+from relay.db.models import WAITING, Delivery, DeliveryAttempt, Event
 from workers.context import context_of
 
 logger = logging.getLogger("relay.retention")
 
 BATCH = 1000
-WAITING = (DeliveryStatus.PENDING, DeliveryStatus.RETRYING)
 
 
 async def purge_deliveries(db: Database, cutoff: datetime, batch: int = BATCH) -> int:

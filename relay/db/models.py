@@ -8,13 +8,14 @@ integers because they are the rows that number in the millions and are paged by 
 from __future__ import annotations
 
 import secrets
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Column, Index, Integer, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from relay.clever.events import object_id_time
 from relay.db.engine import utcnow
 from relay.db.types import UTCDateTime
 
@@ -43,6 +44,10 @@ class DeliveryStatus(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+
+
+WAITING = (DeliveryStatus.PENDING, DeliveryStatus.RETRYING)
+"""Delivery statuses that still expect an attempt."""
 
 
 class District(SQLModel, table=True):
@@ -76,7 +81,7 @@ class District(SQLModel, table=True):
         if self.caught_up or self.cursor is None:
             return round(max(0.0, (now - self.last_polled_at).total_seconds()), 3)
         try:
-            newest = datetime.fromtimestamp(int(self.cursor[:8], 16), UTC)
+            newest = object_id_time(self.cursor)
         except ValueError:
             return None
         return round(max(0.0, (now - newest).total_seconds()), 3)

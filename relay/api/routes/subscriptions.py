@@ -18,7 +18,7 @@ from relay.api.errors import ApiError
 from relay.api.pagination import parse_limit
 from relay.api.spec import CURSOR, LIMIT, Operation, Query, operation
 from relay.db import utcnow
-from relay.db.models import Delivery, DeliveryStatus, Subscription
+from relay.db.models import WAITING, Delivery, DeliveryStatus, Subscription
 from relay.delivery.probe import send_test
 from relay.delivery.signing import active_secrets, generate_secret
 from relay.delivery.targets import check_target_url
@@ -180,7 +180,7 @@ async def delete_subscription(request: Request) -> Response:
         await session.exec(
             update(Delivery)
             .where(col(Delivery.subscription_id) == subscription_id)
-            .where(col(Delivery.status).in_([DeliveryStatus.PENDING, DeliveryStatus.RETRYING]))
+            .where(col(Delivery.status).in_(WAITING))
             .values(status=DeliveryStatus.CANCELLED, next_attempt_at=None, updated_at=utcnow())
         )
     return Response(status_code=204)
