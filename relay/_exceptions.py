@@ -11,6 +11,7 @@
     │   └── CleverBadBody           2xx with HTML, plain text, truncated or misshapen JSON
     ├── LeaseLost                   another worker took over a district's poll lease
     ├── TargetNotAllowed            a webhook URL resolves to a refused address
+    ├── SubscriptionBusy            every in-flight slot of a subscription is taken: defer
     └── DeliveryError               a webhook attempt failed (not 2xx, timeout, refused...)
 
 Every message is safe to log: no exception here carries a token or a secret.
@@ -98,6 +99,15 @@ class LeaseLost(RelayError):
 
 class TargetNotAllowed(RelayError):
     """A webhook URL is, or resolves to, an address the relay refuses to call."""
+
+
+class SubscriptionBusy(RelayError):
+    """Every in-flight slot of the subscription in this worker stayed taken: the deliver job
+    steps aside and goes back in the queue ``defer`` seconds later."""
+
+    def __init__(self, defer: float) -> None:
+        super().__init__(f"subscription busy: retrying in {defer:.1f}s")
+        self.defer = defer
 
 
 class DeliveryError(RelayError):

@@ -1,12 +1,15 @@
-"""Handing due deliveries to arq. Redis is only a dispatch buffer: everything here may be lost
-(a flush, a restart without persistence) and the reconciler rebuilds it from the database.
+"""Handing due deliveries to the workers through Redis. Redis is only a dispatch buffer:
+everything here may be lost (a flush, a restart without persistence) and the reconciler
+rebuilds it from the database.
 
-Jobs are written in bulk, one pipelined round trip per batch (``SET NX`` of each job key and
-``ZADD NX`` of its id), instead of arq's one-transaction-per-job ``enqueue_job``:
-a page of 1,000 events fanned out to five subscriptions is 5,000 jobs. The job id is derived
-from the delivery id and the attempt number, so enqueueing the same attempt twice (the
-ingest path and the reconciler racing) is a no-op, and an arq job for an attempt that already
-ran finds the delivery moved on and does nothing.
+Each delivery queue is one sorted set of job ids scored by due time (ms), the layout of an arq
+queue. A job id says everything a job needs (``deliver:{delivery}:{attempt}[:manual]``), so
+there is no job payload to write or read: a batch of attempts is one ``ZADD NX`` per queue,
+where arq's ``enqueue_job`` is a transaction per job plus a pickled payload (a page of 1,000
+events fanned out to five subscriptions is 5,000 jobs). The id derives from the delivery and
+the attempt, so queueing the same attempt twice (the ingest path and the reconciler racing) is
+a no-op, and a job for an attempt that already ran finds the delivery moved on and does
+nothing. ``workers.delivery_queue`` consumes the queues.
 """
 
 from __future__ import annotations
@@ -16,8 +19,6 @@ import time
 from collections.abc import Sequence
 
 from arq.connections import ArqRedis
-from arq.constants import job_key_prefix
-from arq.jobs import serialize_job
 from redis.exceptions import RedisError
 
 from relay.ingest import DueDelivery
@@ -26,15 +27,14 @@ logger = logging.getLogger("relay.dispatch")
 
 FIRST_ATTEMPTS_QUEUE = "relay:deliveries"
 RETRIES_QUEUE = "relay:retries"
-DELIVER_FUNCTION = "deliver"
-JOB_KEY_TTL_MS = 2 * 86_400_000  # past the due time; the reconciler re-creates lost keys
+DELIVER_FUNCTION = "deliver"  # the first part of a job id
 _BATCH = 2000
 
 
 def job_id(delivery_id: int, attempt: int, manual: bool = False) -> str:
     """A manual retry gets an id of its own: the scheduled job for the same attempt may sit
     in the queue until its (later) due time, and must not hold the manual one back."""
-    return f"deliver:{delivery_id}:{attempt}" + (":manual" if manual else "")
+    return f"{DELIVER_FUNCTION}:{delivery_id}:{attempt}" + (":manual" if manual else "")
 
 
 def queue_for(attempt: int) -> str:
@@ -65,44 +65,15 @@ class Dispatcher:
         return added
 
     async def _enqueue_batch(self, items: Sequence[DueDelivery]) -> int:
-        # The reconciler offers every due delivery every few seconds, and during a large
-        # backlog nearly all are already queued: one ZMSCORE per batch finds those, so only
-        # the missing ones are serialised and written. (An id in the queue whose job key was
-        # lost is dropped by arq when it comes up, and queued again by the next pass.) ZMSCORE
-        # needs Redis >= 6.2, as the embedded one is.
-        ids = [job_id(i.delivery_id, i.attempt, i.manual) for i in items]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zmscore(FIRST_ATTEMPTS_QUEUE, ids)
-            pipe.zmscore(RETRIES_QUEUE, ids)
-            queued, retries = await pipe.execute()
-        items = [
-            item
-            for item, first, retry in zip(items, queued, retries, strict=True)
-            if first is None and retry is None
-        ]
-        if not items:
-            return 0
         now_ms = int(time.time() * 1000)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for item in items:
-                due_ms = max(now_ms, int(item.due_at.timestamp() * 1000))
-                payload = serialize_job(
-                    DELIVER_FUNCTION,
-                    (item.delivery_id, item.attempt),
-                    {},
-                    None,
-                    now_ms,
-                    serializer=self.redis.job_serializer,
-                )
-                key = job_key_prefix + job_id(item.delivery_id, item.attempt, item.manual)
-                pipe.set(key, payload, px=due_ms - now_ms + JOB_KEY_TTL_MS, nx=True)
-                # arq keeps a job in its queue until it finishes, so "in the queue" means
-                # queued or running. NX on both: an attempt already there is left alone, and
-                # one half-written by a crash between the two commands is completed.
-                pipe.zadd(
-                    queue_for(item.attempt),
-                    {job_id(item.delivery_id, item.attempt, item.manual): due_ms},
-                    nx=True,
-                )
-            replies = await pipe.execute()
-        return sum(int(added) for added in replies[1::2])
+        by_queue: dict[str, dict[str, int]] = {}
+        for item in items:
+            due_ms = max(now_ms, int(item.due_at.timestamp() * 1000))
+            queued = by_queue.setdefault(queue_for(item.attempt), {})
+            queued[job_id(item.delivery_id, item.attempt, item.manual)] = due_ms
+        added = 0
+        for queue, jobs in by_queue.items():
+            # NX: an attempt already queued (or running: a job leaves the queue when it ends)
+            # keeps its place and its due time
+            added += int(await self.redis.zadd(queue, jobs, nx=True))
+        return added

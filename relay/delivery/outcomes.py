@@ -197,11 +197,11 @@ async def _update_health(
     compare-and-set against what was read: an attempt that started before a success cleared
     the streak cannot disable the subscription on the strength of that old streak, and a
     subscription already disabled keeps the reason it was first disabled for."""
+    if outcome.succeeded and subscription.failing_since is None:
+        return  # the common case: nothing to write, and no statement to build (a hot path)
     stmt = update(Subscription).where(col(Subscription.id) == subscription.id)
     values: dict[str, object]
     if outcome.succeeded:
-        if subscription.failing_since is None:
-            return
         values = {"failing_since": None}
     elif outcome.gone:
         values = {"enabled": False, "disabled_reason": "the endpoint answered 410 Gone"}

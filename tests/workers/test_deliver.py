@@ -8,7 +8,6 @@ import json
 import threading
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
 
 from arq.connections import create_pool
 from sqlalchemy import func
@@ -32,12 +31,12 @@ from workers.settings import redis_settings
 
 
 @asynccontextmanager
-async def job_context(settings: Settings, redis_url: str) -> AsyncIterator[dict[str, Any]]:
-    """The ``ctx`` a worker passes to ``deliver``, without running a worker."""
+async def job_context(settings: Settings, redis_url: str) -> AsyncIterator[WorkerContext]:
+    """What a worker passes to ``deliver``, without running a worker."""
     pool = await create_pool(redis_settings(redis_url))
     app = await WorkerContext.open(settings, pool)
     try:
-        yield {"relay": app}
+        yield app
     finally:
         await app.close()
         await pool.aclose()
@@ -104,11 +103,11 @@ async def test_the_same_job_twice_records_one_attempt(
     with serve(receiver.app()) as srv:
         sub = await add_subscription(db, srv.url + "/hook")
         first, second = await add_deliveries(db, [sub], 2)
-        async with job_context(worker_settings(settings, srv.url), redis_url) as ctx:
+        async with job_context(worker_settings(settings, srv.url), redis_url) as app:
             # concurrently: both pass the "still waiting?" check, the CAS records one
-            results = await asyncio.gather(deliver(ctx, first, 1), deliver(ctx, first, 1))
+            results = await asyncio.gather(deliver(app, first, 1), deliver(app, first, 1))
             # one after the other: the second finds the delivery moved on
-            sequential = [await deliver(ctx, second, 1), await deliver(ctx, second, 1)]
+            sequential = [await deliver(app, second, 1), await deliver(app, second, 1)]
     assert sorted(results) == ["succeeded", "succeeded"]
     assert sequential == ["succeeded", "stale"]
     for delivery_id in (first, second):
@@ -127,8 +126,8 @@ async def _one_attempt(
     with serve(receiver.app()) as srv:
         sub = await add_subscription(db, srv.url + "/hook")
         (delivery_id,) = await add_deliveries(db, [sub], 1)
-        async with job_context(settings, redis_url) as ctx:
-            assert await deliver(ctx, delivery_id, 1) == "retrying"
+        async with job_context(settings, redis_url) as app:
+            assert await deliver(app, delivery_id, 1) == "retrying"
     row, attempts = await delivery(db, delivery_id)
     assert row.next_attempt_at is not None
     assert len(attempts) == 1
