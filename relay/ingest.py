@@ -85,13 +85,15 @@ async def store_page(
     Raises LeaseLost (and stores nothing) if another worker holds the lease or the cursor is
     no longer ``expected_cursor``: the page we fetched may already be stored, or stale.
     """
-    now = utcnow()
     async with db.write() as session:
         district = await locked_district(session, district_id)
         if district is None or district.lease_owner != lease_owner:
             raise LeaseLost(f"district {district_id}: poll lease is held by another worker")
         if district.cursor != expected_cursor:
             raise LeaseLost(f"district {district_id}: cursor moved while the page was fetched")
+        # taken with the write lock held, so the deliveries' due time is within this
+        # transaction's span (the reconciler's window relies on it: workers.reconcile.MARGIN)
+        now = utcnow()
 
         inserted = await _insert_events(session, district_id, events, now)
         due = await _insert_deliveries(session, district_id, events, inserted, now)

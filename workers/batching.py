@@ -1,17 +1,18 @@
-"""Coalescing the database work of concurrent deliver jobs.
+"""Sharing the database and Redis work of concurrent deliver jobs.
 
-A worker runs up to ~100 deliver jobs at once, and each used to read its delivery in a
+A worker runs hundreds of deliver jobs at once. Each used to read its delivery in a
 transaction of its own and record its attempt in another: two transactions (on PostgreSQL a
 pre-ping, BEGIN, the statements and COMMIT each; on SQLite a turn at the single write lock)
-per webhook. A ``Coalescer`` lets every job keep its own simple ``await load(id)`` /
-``await record(attempt)`` while the jobs that ask at about the same time share one query or
-one transaction: the first caller starts a flush, and whatever is submitted while that flush
-runs goes into the next one. Under light load a batch is a single item and adds no delay;
-under heavy load batches grow to what the database can absorb.
+per webhook. Now the jobs claimed together are read in one query (``load_deliveries``), and a
+``Coalescer`` lets every job keep its own simple ``await record(attempt)`` while the jobs that
+finish at about the same time share one transaction: the first caller starts a flush, and
+whatever is submitted while that flush runs goes into the next one (group commit). Under light
+load a batch is a single item and adds no delay; under heavy load batches grow to what the
+database can absorb.
 
 Correctness does not depend on batching: each recorded attempt is still its own
-compare-and-set (``relay.delivery.outcomes``), and a job returns only after the transaction
-holding its attempt committed, so a kill -9 loses at most attempts that arq runs again.
+compare-and-set (``relay.delivery.outcomes``), and a job ends only after the transaction
+holding its attempt committed, so a kill -9 loses at most attempts that run again.
 """
 
 from __future__ import annotations

@@ -22,11 +22,12 @@ from relay.delivery.sender import WebhookSender
 from relay.delivery.targets import TargetPolicy
 from relay.dispatch import Dispatcher
 from relay.settings import Settings
-from workers.batching import Coalescer, DeliveryRow, load_deliveries, record_batch
+from workers.batching import Coalescer, record_batch
 
 # In-flight attempts per subscription in one worker process: a slow or hanging endpoint can
 # hold at most this many of the worker's slots; its other jobs wait up to SLOT_WAIT seconds
-# for a slot (a healthy endpoint frees one within milliseconds), then step aside (arq Retry).
+# for a slot (a healthy endpoint frees one within milliseconds), then step aside (back in
+# the queue ~1 s later: SubscriptionBusy).
 PER_SUBSCRIPTION_CONCURRENCY = 8
 SLOT_WAIT = 0.5
 
@@ -48,12 +49,10 @@ class WorkerContext:
     slots: defaultdict[str, asyncio.Semaphore] = field(
         default_factory=lambda: defaultdict(lambda: asyncio.Semaphore(PER_SUBSCRIPTION_CONCURRENCY))
     )
-    # the deliver jobs' reads and writes, shared by the jobs running at the same time
-    loads: Coalescer[int, DeliveryRow | None] = field(init=False)
+    # the deliver jobs' writes, shared by the jobs that finish at about the same time
     records: Coalescer[AttemptRecord, Recorded] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.loads = Coalescer(functools.partial(load_deliveries, self.db))
         self.records = Coalescer(
             functools.partial(record_batch, self.db, self.schedule, self.settings.disable_after)
         )

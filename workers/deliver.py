@@ -6,8 +6,9 @@ no-op; a duplicate that raced past the check cannot record twice either (compare
 ``record_attempts``). The receiver may then see the same ``webhook-id`` twice, which is what
 at-least-once means and what the id is for.
 
-The read and the write go through the worker's coalescers (``workers.batching``): the jobs
-running at the same time share one query and one transaction instead of two each.
+The read is shared by the jobs claimed together (``workers.delivery_queue``) and the write by
+the jobs that finish at about the same time (``workers.batching``): one query and one
+transaction for many webhooks instead of two each.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from relay.db import utcnow
 from relay.db.models import WAITING, Delivery, DeliveryStatus
 from relay.delivery.outcomes import AttemptRecord
 from relay.delivery.signing import active_secrets, webhook_headers
+from workers.batching import DeliveryRow, load_deliveries
 from workers.context import SLOT_WAIT, WorkerContext
 
 logger = logging.getLogger("relay.delivery")
@@ -31,7 +33,15 @@ logger = logging.getLogger("relay.delivery")
 async def deliver(app: WorkerContext, delivery_id: int, attempt: int) -> str:
     """Send attempt ``attempt`` of ``delivery_id`` if the database still waits for it, and
     record it; returns the delivery's status after it (or why nothing was sent)."""
-    delivery = await app.loads.submit(delivery_id)
+    (delivery,) = await load_deliveries(app.db, [delivery_id])
+    return await deliver_loaded(app, delivery_id, attempt, delivery)
+
+
+async def deliver_loaded(
+    app: WorkerContext, delivery_id: int, attempt: int, delivery: DeliveryRow | None
+) -> str:
+    """``deliver`` with the delivery already read (``workers.delivery_queue`` reads the
+    deliveries of the jobs it claims in one query)."""
     if delivery is None:
         return "gone"
     if delivery.status not in WAITING or delivery.attempts != attempt - 1:
@@ -106,7 +116,8 @@ async def _acquire(slot: asyncio.Semaphore) -> bool:
         await slot.acquire()
         return True
     try:
-        await asyncio.wait_for(slot.acquire(), SLOT_WAIT)
+        async with asyncio.timeout(SLOT_WAIT):  # not wait_for: no task per waiting job
+            await slot.acquire()
     except TimeoutError:
         return False
     return True

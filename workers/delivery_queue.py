@@ -9,8 +9,9 @@ unpickling of the payload, a retry counter, a finishing transaction and two log 
 measured with py-spy on ``bench/throughput.py``, that was over a third of a busy worker's CPU,
 more than sending the webhooks. Here:
 
-- one ``ZRANGEBYSCORE`` reads the due ids and one pipeline claims them (``SET NX PX`` each,
-  then one ``ZMSCORE``: a job finished or deferred meanwhile is released, not run);
+- one Lua script claims a batch of due jobs, atomically (``CLAIM_SCRIPT``: the due ids in
+  order, ``SET NX PX`` of each claim, skipping those running anywhere), and one query reads
+  the claimed deliveries;
 - claims are taken in bulk: once the queue is busy, the loop waits for a tenth of its
   slots to free up rather than claiming one job per finished one;
 - each claimed job runs as its own task (one slow receiver never holds up the others);
@@ -38,16 +39,32 @@ from redis.exceptions import RedisError
 
 from relay._exceptions import SubscriptionBusy
 from relay.dispatch import DELIVER_FUNCTION
-from workers.batching import Coalescer
+from workers.batching import Coalescer, DeliveryRow, load_deliveries
 from workers.context import WorkerContext, sleep_until
-from workers.deliver import deliver
+from workers.deliver import deliver_loaded
 
 logger = logging.getLogger("relay.worker")
 
 #: a claimed job whose task has not ended this long after its start (the delivery timeout
 #: plus this) is abandoned to another worker, as arq does with its in-progress key
 CLAIM_MARGIN = 10.0
-READ_AHEAD = 5  # ids read per free slot: the head of the queue may be claimed by others
+READ_AHEAD = 5  # ids looked at per free slot: the head of the queue may be claimed by others
+
+# Claims in one round trip, atomically: of the first ARGV[4] due ids (score <= ARGV[1]), the
+# first ARGV[3] whose in-progress key (ARGV[5] .. id) this call could set (NX, expiring after
+# ARGV[2] ms); ids running anywhere, in this worker or another, already have theirs.
+CLAIM_SCRIPT = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[4])
+local claimed = {}
+local wanted = tonumber(ARGV[3])
+for _, id in ipairs(due) do
+  if #claimed >= wanted then break end
+  if redis.call('SET', ARGV[5] .. id, '1', 'NX', 'PX', ARGV[2]) then
+    claimed[#claimed + 1] = id
+  end
+end
+return claimed
+"""
 RETRY_AFTER_ERROR = 5.0  # seconds before a job that failed or timed out runs again
 
 
@@ -97,6 +114,7 @@ class DeliveryQueue:
         self.running: dict[str, asyncio.Task[None]] = {}
         self._freed = asyncio.Event()  # set when at least _claim_at_least slots are free
         self._claim_at_least = max(1, max_jobs // 10)
+        self._claim_script = app.redis.register_script(CLAIM_SCRIPT)
         self._endings: Coalescer[_Ending, None] = Coalescer(self._end_jobs, max_batch=1000)
 
     @property
@@ -132,43 +150,38 @@ class DeliveryQueue:
             for waiting in pending:
                 waiting.cancel()
             return -1  # not idle: look again at once
-        now_ms = int(time.time() * 1000)
-        raw: list[bytes] = await self.app.redis.zrangebyscore(
-            self.queue_name, "-inf", now_ms, start=0, num=len(self.running) + free * READ_AHEAD
-        )
-        candidates = [i for i in (r.decode() for r in raw) if i not in self.running]
-        started = 0
-        # The head of the queue may be running in other workers: claim further down the
-        # ids just read until this worker's free slots are used, instead of idling
-        while candidates and started < free:
-            chunk, candidates = (
-                candidates[: free - started],
-                candidates[free - started :],
-            )
-            for queued in await self._claim(chunk):
-                task = asyncio.create_task(self._run(queued), name=queued.job_id)
-                self.running[queued.job_id] = task
-                task.add_done_callback(self._on_done)
-                started += 1
-        return started
+        claimed = await self._claim(free)
+        if not claimed:
+            return 0
+        try:
+            rows = await load_deliveries(self.app.db, [q.delivery_id for q in claimed])
+        except Exception:
+            # the database is unreachable: the jobs go back to the queue for later
+            logger.exception("could not read the claimed deliveries; they stay queued")
+            await self._end_jobs([self._deferred(q, RETRY_AFTER_ERROR) for q in claimed])
+            return 0
+        for queued, row in zip(claimed, rows, strict=True):
+            task = asyncio.create_task(self._run(queued, row), name=queued.job_id)
+            self.running[queued.job_id] = task
+            task.add_done_callback(self._on_done)
+        return len(claimed)
 
-    async def _claim(self, job_ids: Sequence[str]) -> list[QueuedAttempt]:
-        async with self.app.redis.pipeline(transaction=False) as pipe:
-            for job_id in job_ids:
-                pipe.set(in_progress_key_prefix + job_id, b"1", px=self.claim_ms, nx=True)
-            # after the claims: a job that another worker finished just before is seen gone
-            pipe.zmscore(self.queue_name, list(job_ids))
-            *won, scores = await pipe.execute()
-        now_ms = int(time.time() * 1000)
+    async def _claim(self, count: int) -> list[QueuedAttempt]:
+        """Claim up to ``count`` due jobs, in due order, skipping those running anywhere."""
+        replies = await self._claim_script(
+            keys=[self.queue_name],
+            args=[
+                int(time.time() * 1000),
+                self.claim_ms,
+                count,
+                len(self.running) + count * READ_AHEAD,
+                in_progress_key_prefix,
+            ],
+        )
         claimed: list[QueuedAttempt] = []
-        release: list[str] = []
         junk: list[str] = []
-        for job_id, ours, score in zip(job_ids, won, scores, strict=True):
-            if not ours:
-                continue  # running in another worker
-            if score is None or score > now_ms:
-                release.append(job_id)  # finished meanwhile, or deferred: not ours to run
-                continue
+        for raw in replies:
+            job_id = raw.decode()
             queued = parse_job_id(job_id)
             if queued is None:
                 junk.append(job_id)
@@ -177,15 +190,13 @@ class DeliveryQueue:
         if junk:
             logger.warning("dropping foreign ids from the delivery queue", extra={"ids": junk})
             await self._end_jobs([_Ending(job_id) for job_id in junk])
-        if release:
-            await self.app.redis.delete(*[in_progress_key_prefix + job_id for job_id in release])
         return claimed
 
-    async def _run(self, queued: QueuedAttempt) -> None:
+    async def _run(self, queued: QueuedAttempt, row: DeliveryRow | None) -> None:
         ending = _Ending(queued.job_id)
         try:
             async with asyncio.timeout(self.job_timeout):
-                await deliver(self.app, queued.delivery_id, queued.attempt)
+                await deliver_loaded(self.app, queued.delivery_id, queued.attempt, row)
         except SubscriptionBusy as busy:
             ending = self._deferred(queued, busy.defer)
         except TimeoutError:

@@ -45,13 +45,13 @@ logger = logging.getLogger("relay.reconcile")
 
 BATCH = 2000
 GRACE = timedelta(seconds=2)  # leave just-created rows to the ingest path's own enqueue
-MARGIN = timedelta(seconds=15)  # longer than a transaction that makes deliveries due
+MARGIN = timedelta(seconds=5)  # longer than a transaction that makes deliveries due
 FULL_SCAN_EVERY = 300.0  # seconds
 WATERMARK_KEY = "relay:reconciled"
 
 
-async def unpark(db: Database, now: datetime | None = None) -> int:
-    """Make parked deliveries of enabled subscriptions due now; returns how many."""
+async def unpark(db: Database, now: datetime | None = None) -> list[DueDelivery]:
+    """Make parked deliveries of enabled subscriptions due now; returns them."""
     enabled = select(Subscription.id).where(col(Subscription.enabled).is_(True))
     parked = (
         col(Delivery.status).in_(WAITING),
@@ -60,13 +60,16 @@ async def unpark(db: Database, now: datetime | None = None) -> int:
     )
     async with db.read() as session:  # a cheap look first: most runs find nothing to write
         if (await session.exec(select(Delivery.id).where(*parked).limit(1))).first() is None:
-            return 0
+            return []
     at = now or utcnow()
     async with db.write() as session:
         result = await session.exec(
-            update(Delivery).where(*parked).values(next_attempt_at=at, updated_at=at)
+            update(Delivery)
+            .where(*parked)
+            .values(next_attempt_at=at, updated_at=at)
+            .returning(col(Delivery.id), col(Delivery.attempts), col(Delivery.manual_retry))
         )
-    return int(result.rowcount)
+        return [DueDelivery(int(i), int(n) + 1, at, bool(m)) for i, n, m in result.all()]
 
 
 async def requeue_due(
@@ -155,7 +158,10 @@ async def reconcile(ctx: dict[str, Any]) -> int:
     app = context_of(ctx)
     woken = await unpark(app.db)
     if woken:
-        logger.info("re-enabled subscriptions: parked deliveries are due", extra={"count": woken})
+        logger.info(
+            "re-enabled subscriptions: parked deliveries are due", extra={"count": len(woken)}
+        )
+        await app.dispatcher.enqueue(woken)
     requeued = await reconcile_pass(app)
     if requeued:
         logger.warning("re-queued deliveries missing from Redis", extra={"count": requeued})

@@ -98,7 +98,6 @@ async def record_attempts(
     of the attempt rows). A subscription is updated only when its health changes."""
     if not records:
         return []
-    now = utcnow()
     conn = await session.connection()
     deliveries = table_of(Delivery)
     rows = await conn.execute(
@@ -106,6 +105,7 @@ async def record_attempts(
         .where(deliveries.c.id.in_({r.delivery_id for r in records}))
         .with_for_update()
     )
+    now = utcnow()  # with the rows locked: next attempts are due after this commit starts
     current: dict[int, int] = {int(i): int(n) for i, n in rows.all()}
     results: list[Recorded] = []
     updates: list[dict[str, object]] = []

@@ -54,7 +54,7 @@ FAST_ENV = {
 }
 WAITING = ("pending", "retrying")
 #: How long a delivery may sit past its due time before it counts as stuck. Generous: a
-#: SIGKILLed worker's in-flight job comes back after arq's in-progress timeout
+#: SIGKILLed worker's in-flight job comes back once its claim lapses
 #: (RELAY_DELIVERY_TIMEOUT + 15 s), and a lost one after a reconciler run.
 STUCK_GRACE = timedelta(seconds=30)
 

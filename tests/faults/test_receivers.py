@@ -62,7 +62,7 @@ async def test_misbehaving_receivers_lose_nothing(make_scenario: ScenarioFactory
         hang_errors
     )
     # Retry-After: 1 was honoured (the schedule alone would retry after 0.3 s ± 20 %).
-    # Only where the 429 is on record: an attempt whose job outlived arq's job timeout is
+    # Only where the 429 is on record: an attempt whose job outlived its job timeout is
     # sent again without its first answer recorded (a known issue).
     retried = [t for t in attempt_times(await attempts_of(db, limited)).values() if len(t) > 1]
     assert retried, f"{limited.name}: no delivery shows its 429 and the retry after it"
