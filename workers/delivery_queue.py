@@ -48,20 +48,25 @@ logger = logging.getLogger("relay.worker")
 #: a claimed job whose task has not ended this long after its start (the delivery timeout
 #: plus this) is abandoned to another worker, as arq does with its in-progress key
 CLAIM_MARGIN = 10.0
-READ_AHEAD = 5  # ids looked at per free slot: the head of the queue may be claimed by others
+CLAIM_SCAN = 5000  # due ids one claim looks through at most (those ahead may be running)
 
-# Claims in one round trip, atomically: of the first ARGV[4] due ids (score <= ARGV[1]), the
-# first ARGV[3] whose in-progress key (ARGV[5] .. id) this call could set (NX, expiring after
-# ARGV[2] ms); ids running anywhere, in this worker or another, already have theirs.
+# Claims in one round trip, atomically: going through the due ids (score <= ARGV[1]) in order,
+# 500 at a time and at most ARGV[4] of them, the first ARGV[3] whose in-progress key
+# (ARGV[5] .. id) this call could set (NX, expiring after ARGV[2] ms); ids running anywhere, in
+# this worker or another, already have theirs and are passed over.
 CLAIM_SCRIPT = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[4])
-local claimed = {}
-local wanted = tonumber(ARGV[3])
-for _, id in ipairs(due) do
-  if #claimed >= wanted then break end
-  if redis.call('SET', ARGV[5] .. id, '1', 'NX', 'PX', ARGV[2]) then
-    claimed[#claimed + 1] = id
+local wanted, budget = tonumber(ARGV[3]), tonumber(ARGV[4])
+local claimed, offset = {}, 0
+while #claimed < wanted and offset < budget do
+  local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', offset, 500)
+  if #due == 0 then break end
+  for _, id in ipairs(due) do
+    if #claimed >= wanted then break end
+    if redis.call('SET', ARGV[5] .. id, '1', 'NX', 'PX', ARGV[2]) then
+      claimed[#claimed + 1] = id
+    end
   end
+  offset = offset + #due
 end
 return claimed
 """
@@ -174,7 +179,7 @@ class DeliveryQueue:
                 int(time.time() * 1000),
                 self.claim_ms,
                 count,
-                len(self.running) + count * READ_AHEAD,
+                CLAIM_SCAN,
                 in_progress_key_prefix,
             ],
         )
