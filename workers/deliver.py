@@ -24,24 +24,20 @@ from relay.db import utcnow
 from relay.db.models import WAITING, Delivery, DeliveryStatus
 from relay.delivery.outcomes import AttemptRecord
 from relay.delivery.signing import active_secrets, webhook_headers
-from workers.batching import DeliveryRow, load_deliveries
+from workers.batching import DeliveryRow
 from workers.context import SLOT_WAIT, WorkerContext
 
 logger = logging.getLogger("relay.delivery")
 
 
-async def deliver(app: WorkerContext, delivery_id: int, attempt: int) -> str:
-    """Send attempt ``attempt`` of ``delivery_id`` if the database still waits for it, and
-    record it; returns the delivery's status after it (or why nothing was sent)."""
-    (delivery,) = await load_deliveries(app.db, [delivery_id])
-    return await deliver_loaded(app, delivery_id, attempt, delivery)
-
-
-async def deliver_loaded(
+async def deliver(
     app: WorkerContext, delivery_id: int, attempt: int, delivery: DeliveryRow | None
 ) -> str:
-    """``deliver`` with the delivery already read (``workers.delivery_queue`` reads the
-    deliveries of the jobs it claims in one query)."""
+    """Send attempt ``attempt`` of ``delivery_id`` if the database still waits for it, and
+    record it; returns the delivery's status after it (or why nothing was sent).
+
+    ``delivery`` is the row as read (None: gone); ``workers.delivery_queue`` reads the
+    deliveries of the jobs it claims together in one query (``load_deliveries``)."""
     if delivery is None:
         return "gone"
     if delivery.status not in WAITING or delivery.attempts != attempt - 1:

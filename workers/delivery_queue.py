@@ -41,7 +41,7 @@ from relay._exceptions import SubscriptionBusy
 from relay.dispatch import DELIVER_FUNCTION
 from workers.batching import Coalescer, DeliveryRow, load_deliveries
 from workers.context import WorkerContext, sleep_until
-from workers.deliver import deliver_loaded
+from workers.deliver import deliver
 
 logger = logging.getLogger("relay.worker")
 
@@ -201,7 +201,7 @@ class DeliveryQueue:
         ending = _Ending(queued.job_id)
         try:
             async with asyncio.timeout(self.job_timeout):
-                await deliver_loaded(self.app, queued.delivery_id, queued.attempt, row)
+                await deliver(self.app, queued.delivery_id, queued.attempt, row)
         except SubscriptionBusy as busy:
             ending = self._deferred(queued, busy.defer)
         except TimeoutError:

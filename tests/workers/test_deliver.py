@@ -25,6 +25,7 @@ from relay.settings import Settings
 from tests.support.receiver import Receiver
 from tests.support.servers import serve
 from tests.workers.conftest import add_subscription, running_worker, wait_for, worker_settings
+from workers.batching import load_deliveries
 from workers.context import PER_SUBSCRIPTION_CONCURRENCY, WorkerContext
 from workers.deliver import deliver
 from workers.settings import redis_settings
@@ -40,6 +41,12 @@ async def job_context(settings: Settings, redis_url: str) -> AsyncIterator[Worke
     finally:
         await app.close()
         await pool.aclose()
+
+
+async def run_job(app: WorkerContext, delivery_id: int, attempt: int) -> str:
+    """What the delivery queue does for one claimed job: read the delivery, then deliver."""
+    (row,) = await load_deliveries(app.db, [delivery_id])
+    return await deliver(app, delivery_id, attempt, row)
 
 
 async def add_deliveries(db: Database, subs: Sequence[Subscription], count: int) -> list[int]:
@@ -105,9 +112,9 @@ async def test_the_same_job_twice_records_one_attempt(
         first, second = await add_deliveries(db, [sub], 2)
         async with job_context(worker_settings(settings, srv.url), redis_url) as app:
             # concurrently: both pass the "still waiting?" check, the CAS records one
-            results = await asyncio.gather(deliver(app, first, 1), deliver(app, first, 1))
+            results = await asyncio.gather(run_job(app, first, 1), run_job(app, first, 1))
             # one after the other: the second finds the delivery moved on
-            sequential = [await deliver(app, second, 1), await deliver(app, second, 1)]
+            sequential = [await run_job(app, second, 1), await run_job(app, second, 1)]
     assert sorted(results) == ["succeeded", "succeeded"]
     assert sequential == ["succeeded", "stale"]
     for delivery_id in (first, second):
@@ -127,7 +134,7 @@ async def _one_attempt(
         sub = await add_subscription(db, srv.url + "/hook")
         (delivery_id,) = await add_deliveries(db, [sub], 1)
         async with job_context(settings, redis_url) as app:
-            assert await deliver(app, delivery_id, 1) == "retrying"
+            assert await run_job(app, delivery_id, 1) == "retrying"
     row, attempts = await delivery(db, delivery_id)
     assert row.next_attempt_at is not None
     assert len(attempts) == 1
