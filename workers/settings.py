@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,37 +131,24 @@ def redis_settings(url: str) -> RedisSettings:
     return settings
 
 
-async def _keep_running(worker: Worker, stop: asyncio.Event) -> None:
-    """Run arq's loop for the cron queue until ``stop``, restarting it whatever ends it: a
-    queue whose loop died silently would strand its jobs until the process is restarted."""
+async def _keep_running(
+    name: str, loop: Callable[[], Awaitable[None]], stop: asyncio.Event
+) -> None:
+    """Run ``loop`` (arq's loop for the cron queue, or a delivery queue's) until ``stop``,
+    restarting it whatever ends it: a loop that died silently would strand its jobs until
+    the process is restarted, and arq's exits when Redis goes away."""
     while not stop.is_set():
         try:
-            await worker.main()
+            await loop()
         except (RedisError, OSError) as exc:
             logger.warning(
                 "lost Redis; the worker reconnects",
-                extra={"queue": worker.queue_name, "error": f"{type(exc).__name__}: {exc}"},
+                extra={"queue": name, "error": f"{type(exc).__name__}: {exc}"},
             )
         except Exception:
-            logger.exception(
-                "worker loop failed; restarting it", extra={"queue": worker.queue_name}
-            )
+            logger.exception("worker loop failed; restarting it", extra={"queue": name})
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), RESTART_DELAY)
-
-
-async def _keep_consuming(queue: DeliveryQueue, stop: asyncio.Event) -> None:
-    """``queue.run`` until ``stop``, restarted after anything unexpected (a bug must not
-    leave the queue unserved until the process is restarted)."""
-    while not stop.is_set():
-        try:
-            await queue.run(stop)
-        except Exception:
-            logger.exception(
-                "delivery queue failed; restarting it", extra={"queue": queue.queue_name}
-            )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), RESTART_DELAY)
 
 
 async def run_worker(settings: Settings, redis_url: str, stop: asyncio.Event) -> None:
@@ -170,9 +159,16 @@ async def run_worker(settings: Settings, redis_url: str, stop: asyncio.Event) ->
     queues = delivery_queues(app)
     supervisor = PollSupervisor(app)
     tasks = [asyncio.create_task(supervisor.run(), name="poll-supervisor")]
-    consumers = [asyncio.create_task(_keep_consuming(q, stop), name=q.queue_name) for q in queues]
+    consumers = [
+        asyncio.create_task(
+            _keep_running(q.queue_name, functools.partial(q.run, stop), stop), name=q.queue_name
+        )
+        for q in queues
+    ]
     tasks += consumers
-    tasks.append(asyncio.create_task(_keep_running(cron_worker, stop), name=CRON_QUEUE))
+    tasks.append(
+        asyncio.create_task(_keep_running(CRON_QUEUE, cron_worker.main, stop), name=CRON_QUEUE)
+    )
     logger.info("worker started", extra={"worker": app.worker_id})
     try:
         await stop.wait()
