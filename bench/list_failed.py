@@ -36,8 +36,8 @@ from sqlalchemy.dialects import postgresql  # noqa: E402
 from sqlalchemy.ext.asyncio import create_async_engine  # noqa: E402
 
 from relay.api.app import create_app  # noqa: E402
-from relay.api.routes.deliveries import DeliveryFilters, delivery_query  # noqa: E402
 from relay.cli.migrate import upgrade  # noqa: E402
+from relay.db.delivery_log import DeliveryFilters, delivery_query  # noqa: E402
 from relay.secrets import RuntimeSecrets  # noqa: E402
 from relay.settings import load_settings  # noqa: E402
 

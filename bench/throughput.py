@@ -38,8 +38,7 @@ from bench.stack import (
 from relay.db import Database
 from relay.db.models import Event, Subscription
 from relay.delivery.signing import webhook_headers
-from workers.context import PER_SUBSCRIPTION_CONCURRENCY
-from workers.settings import FIRST_ATTEMPTS_MAX_JOBS
+from relay.tuning import DeliveryTuning
 
 
 async def _bodies(database_url: str) -> tuple[list[tuple[str, bytes]], list[tuple[str, str]]]:
@@ -92,7 +91,7 @@ def main() -> None:
     args = parser.parse_args()
     expected = args.events * args.subscriptions
     in_flight = args.workers * min(
-        FIRST_ATTEMPTS_MAX_JOBS, args.subscriptions * PER_SUBSCRIPTION_CONCURRENCY
+        DeliveryTuning().first_attempt_jobs, args.subscriptions * DeliveryTuning().max_in_flight
     )
 
     with Stack(args.db, redis_url=args.redis, code=args.code) as stack:

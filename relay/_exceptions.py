@@ -10,9 +10,14 @@
     │   │   └── CleverServerError   5xx: retry with backoff
     │   └── CleverBadBody           2xx with HTML, plain text, truncated or misshapen JSON
     ├── LeaseLost                   another worker took over a district's poll lease
+    ├── PacedOut                    the pacer holds a district's token: poll it later
     ├── TargetNotAllowed            a webhook URL resolves to a refused address
     ├── SubscriptionBusy            every in-flight slot of a subscription is taken: defer
-    └── DeliveryError               a webhook attempt failed (not 2xx, timeout, refused...)
+    ├── ApiError                    an API request is refused (status, code, message)
+    └── OperatorError               a CLI command failed (one line; the command exits 1)
+
+A webhook attempt that fails is not an exception: the sender reports it as data
+(``relay.delivery.sender.AttemptOutcome``), because its caller records it either way.
 
 Every message is safe to log: no exception here carries a token or a secret.
 """
@@ -110,5 +115,40 @@ class SubscriptionBusy(RelayError):
         self.defer = defer
 
 
-class DeliveryError(RelayError):
-    """A webhook attempt did not succeed."""
+class PacedOut(RelayError):
+    """The pacer holds this district's token (after a 429, or spreading a low rate-limit
+    window): the poller waits ``wait`` seconds, releasing its lease if that is long."""
+
+    def __init__(self, wait: float) -> None:
+        super().__init__(f"paced for {wait:.1f}s")
+        self.wait = wait
+
+
+API_ERROR_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+    500: "internal_error",
+    503: "unavailable",
+}
+
+
+class ApiError(RelayError):
+    """An API request is refused: answered ``status`` with the error shape
+    ``{"error": {"code", "message"}}`` (``relay.api.errors``)."""
+
+    def __init__(self, status: int, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code or API_ERROR_CODES.get(status, "error")
+        self.message = message
+
+
+class OperatorError(RelayError):
+    """A CLI command failed; the message is printed in one line and the command exits 1."""

@@ -16,6 +16,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from relay._exceptions import ConfigError
+from relay.tuning import Timeouts, Tuning
 
 if TYPE_CHECKING:
     from relay.delivery.schedule import RetrySchedule
@@ -85,6 +86,11 @@ class Settings(BaseSettings):
         from relay.delivery.schedule import RetrySchedule
 
         return RetrySchedule.parse(self.retry_schedule)
+
+    @property
+    def tuning(self) -> Tuning:
+        """The internal knobs, with the values that derive from these settings."""
+        return Tuning(timeouts=Timeouts(delivery=self.delivery_timeout))
 
     @property
     def clever_credentials(self) -> tuple[str, str] | None:

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -16,18 +15,14 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import SQLModel
 
+from relay.clever.simulator import Simulator, SimulatorConfig, create_app
 from relay.db import Database
 from relay.db import models as _models  # noqa: F401  (registers the tables)
 from relay.secrets import RuntimeSecrets
 from relay.settings import Settings, load_settings
+from tests.support.config import ADMIN_TOKEN, BACKEND, POSTGRES_SERVER, REDIS_URL
 from tests.support.redis_server import REDIS_SERVER, PrivateRedis
-
-BACKEND = os.environ.get("RELAY_TEST_DATABASE", "sqlite")
-POSTGRES_SERVER = os.environ.get(
-    "RELAY_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
-)
-ADMIN_TOKEN = "rat_test-admin-token"
-REDIS_URL = os.environ.get("RELAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
+from tests.support.servers import ServerThread, serve
 
 
 def pytest_report_header() -> str:
@@ -132,3 +127,11 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def simulator() -> Iterator[tuple[Simulator, ServerThread]]:
+    """A one-district Clever simulator on 127.0.0.1."""
+    sim = Simulator(SimulatorConfig(districts=1, seed=7))
+    with serve(create_app(sim)) as server:
+        yield sim, server

@@ -1,13 +1,10 @@
-"""What every job in a worker process shares, built once at start-up."""
+"""What every job and loop in a worker process shares, built once at start-up."""
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import os
 import socket
 import uuid
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,20 +13,13 @@ from arq.connections import ArqRedis
 from relay.clever.client import CleverClient
 from relay.clever.ratelimit import TokenPacer
 from relay.db import Database
-from relay.delivery.outcomes import AttemptRecord, Recorded
-from relay.delivery.schedule import RetrySchedule
+from relay.delivery.pipeline import AttemptPipeline
 from relay.delivery.sender import WebhookSender
 from relay.delivery.targets import TargetPolicy
-from relay.dispatch import Dispatcher
+from relay.polling.poller import PollingContext
+from relay.queue import RedisQueue
 from relay.settings import Settings
-from workers.batching import Coalescer, record_batch
-
-# In-flight attempts per subscription in one worker process: a slow or hanging endpoint can
-# hold at most this many of the worker's slots; its other jobs wait up to SLOT_WAIT seconds
-# for a slot (a healthy endpoint frees one within milliseconds), then step aside (back in
-# the queue ~1 s later: SubscriptionBusy).
-PER_SUBSCRIPTION_CONCURRENCY = 8
-SLOT_WAIT = 0.5
+from relay.tuning import Tuning
 
 
 def worker_id() -> str:
@@ -39,39 +29,40 @@ def worker_id() -> str:
 @dataclass
 class WorkerContext:
     settings: Settings
+    tuning: Tuning
     db: Database
     redis: ArqRedis
-    dispatcher: Dispatcher
+    queue: RedisQueue
     sender: WebhookSender
     clever: CleverClient
-    schedule: RetrySchedule
+    pipeline: AttemptPipeline
     worker_id: str = field(default_factory=worker_id)
-    slots: defaultdict[str, asyncio.Semaphore] = field(
-        default_factory=lambda: defaultdict(lambda: asyncio.Semaphore(PER_SUBSCRIPTION_CONCURRENCY))
-    )
-    # the deliver jobs' writes, shared by the jobs that finish at about the same time
-    records: Coalescer[AttemptRecord, Recorded] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.records = Coalescer(
-            functools.partial(record_batch, self.db, self.schedule, self.settings.disable_after)
-        )
 
     @classmethod
     async def open(cls, settings: Settings, redis: ArqRedis) -> WorkerContext:
+        tuning = settings.tuning
+        db = Database(settings.database_url)
+        queue = RedisQueue(redis, enqueue_batch=tuning.enqueue_batch)
         sender = WebhookSender(
             timeout=settings.delivery_timeout,
             policy=TargetPolicy.from_env_value(settings.allowed_targets),
         )
         await sender.__aenter__()
-        return cls(
-            settings=settings,
-            db=Database(settings.database_url),
-            redis=redis,
-            dispatcher=Dispatcher(redis),
-            sender=sender,
-            clever=CleverClient(settings.clever_api_url, pacer=TokenPacer()),
+        pipeline = AttemptPipeline(
+            db,
+            queue,
+            sender,
             schedule=settings.schedule,
+            disable_after=settings.disable_after,
+            tuning=tuning.delivery,
+        )
+        clever = CleverClient(settings.clever_api_url, pacer=TokenPacer())
+        return cls(settings, tuning, db, redis, queue, sender, clever, pipeline)
+
+    @property
+    def polling(self) -> PollingContext:
+        return PollingContext(
+            self.settings, self.db, self.clever, self.queue, self.worker_id, self.tuning.polling
         )
 
     async def close(self) -> None:
@@ -81,18 +72,7 @@ class WorkerContext:
 
 
 def context_of(ctx: dict[str, Any]) -> WorkerContext:
+    """The worker's context in an arq job's ``ctx``."""
     value = ctx["relay"]
     assert isinstance(value, WorkerContext)
     return value
-
-
-async def sleep_until(deadline: float, stop: asyncio.Event) -> bool:
-    """Sleep until ``deadline`` (loop time) or ``stop``; True if stopped."""
-    timeout = deadline - asyncio.get_running_loop().time()
-    if timeout <= 0:
-        return stop.is_set()
-    try:
-        await asyncio.wait_for(stop.wait(), timeout)
-    except TimeoutError:
-        return False
-    return True

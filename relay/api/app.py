@@ -14,6 +14,7 @@ from relay.api.auth import Authenticator, AuthMiddleware, TokenCodec
 from relay.api.context import Services
 from relay.api.errors import exception_handlers
 from relay.api.limits import BodySizeLimitMiddleware
+from relay.api.metrics import MetricsEndpoint
 from relay.api.pagination import CursorCodec
 from relay.api.routes import (
     deliveries,
@@ -28,8 +29,7 @@ from relay.api.spec import merge_by_path
 from relay.db import Database
 from relay.delivery.sender import WebhookSender
 from relay.delivery.targets import TargetPolicy
-from relay.dispatch import Dispatcher
-from relay.metrics import MetricsEndpoint
+from relay.queue import RedisQueue
 from relay.secrets import RuntimeSecrets
 from relay.settings import Settings
 
@@ -58,7 +58,7 @@ def create_app(
         ),
         metrics=MetricsEndpoint(database),
         redis=redis,
-        dispatcher=Dispatcher(redis) if redis is not None else None,
+        queue=RedisQueue(redis) if redis is not None else None,
     )
 
     @contextlib.asynccontextmanager

@@ -12,12 +12,12 @@ from starlette.requests import Request
 
 from relay.api.auth import Authenticator, TokenCodec
 from relay.api.errors import ApiError, describe_validation_error
+from relay.api.metrics import MetricsEndpoint
 from relay.api.pagination import CursorCodec
 from relay.db import Database
 from relay.delivery.sender import WebhookSender
 from relay.delivery.targets import TargetPolicy
-from relay.dispatch import Dispatcher
-from relay.metrics import MetricsEndpoint
+from relay.queue import RedisQueue
 from relay.settings import Settings
 
 M = TypeVar("M", bound=BaseModel)
@@ -34,7 +34,7 @@ class Services:
     sender: WebhookSender
     metrics: MetricsEndpoint
     redis: ArqRedis | None = None
-    dispatcher: Dispatcher | None = None
+    queue: RedisQueue | None = None
 
 
 def services(request: Request) -> Services:

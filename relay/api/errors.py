@@ -12,29 +12,11 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from relay._exceptions import API_ERROR_CODES, ApiError
+
+__all__ = ["ApiError", "describe_validation_error", "error_response", "exception_handlers"]
+
 logger = logging.getLogger("relay.api")
-
-_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    409: "conflict",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-    422: "invalid_request",
-    500: "internal_error",
-    503: "unavailable",
-}
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, code: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code or _CODES.get(status, "error")
-        self.message = message
 
 
 def error_response(
@@ -43,7 +25,7 @@ def error_response(
     code: str | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
-    body = {"error": {"code": code or _CODES.get(status, "error"), "message": message}}
+    body = {"error": {"code": code or API_ERROR_CODES.get(status, "error"), "message": message}}
     extra = dict(headers or {})
     if status == 401:
         extra["WWW-Authenticate"] = "Bearer"
@@ -69,7 +51,9 @@ async def _api_error(_request: Request, exc: Exception) -> Response:
 
 async def _http_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    message = exc.detail if isinstance(exc.detail, str) else _CODES.get(exc.status_code, "error")
+    message = (
+        exc.detail if isinstance(exc.detail, str) else API_ERROR_CODES.get(exc.status_code, "error")
+    )
     if exc.status_code == 404:
         message = "no such route"
     return error_response(exc.status_code, message, headers=exc.headers)

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints
 from relay._exceptions import TargetNotAllowed
 from relay.delivery.signing import parse_secret
 from relay.delivery.targets import TargetPolicy, validate_target_url
-from relay.matching import ACTIONS, RECORD_TYPES
+from relay.fanout.matching import ACTIONS, RECORD_TYPES
 
 Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
 OwnerName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,100}$")]

@@ -23,15 +23,12 @@ from typing import Any
 
 import httpx
 
+from relay._exceptions import OperatorError
 from relay.settings import get_settings
 
 DEFAULT_API = "http://127.0.0.1:8000"
 PAGE_MAX = 500
 Action = Callable[["ApiClient", argparse.Namespace], int]
-
-
-class OperatorError(Exception):
-    """A problem to report in one line; the command exits 1."""
 
 
 class ApiClient:

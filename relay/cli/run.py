@@ -21,10 +21,10 @@ from relay.cli.migrate import upgrade
 from relay.cli.serving import QuietServer, make_server, stop_on_signals
 from relay.db import Database
 from relay.db.models import District
-from relay.embedded_redis import EmbeddedRedis
+from relay.queue.embedded import EmbeddedRedis
 from relay.secrets import RuntimeSecrets, resolve_secrets
 from relay.settings import Settings, get_settings
-from workers.settings import run_worker
+from workers.process import run_worker
 
 NAME = "run"
 HELP = "run everything on embedded defaults (migrate, Redis, API, worker, simulator)"

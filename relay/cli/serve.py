@@ -8,7 +8,7 @@ import os
 import uvicorn
 
 from relay.api.app import create_app
-from relay.embedded_redis import configured_redis_url
+from relay.queue.embedded import configured_redis_url
 from relay.secrets import resolve_secrets
 from relay.settings import get_settings
 

@@ -7,9 +7,9 @@ import asyncio
 import signal
 
 from relay._exceptions import ConfigError
-from relay.embedded_redis import configured_redis_url
+from relay.queue.embedded import configured_redis_url
 from relay.settings import Settings, get_settings
-from workers.settings import run_worker
+from workers.process import run_worker
 
 NAME = "worker"
 HELP = "run a worker: poll Clever, deliver webhooks, reconcile the queue"

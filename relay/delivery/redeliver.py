@@ -15,7 +15,7 @@ from sqlmodel import col, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from relay.db.models import Delivery, DeliveryStatus
-from relay.ingest import DueDelivery
+from relay.queue import Job
 
 RESENDABLE = (
     DeliveryStatus.PENDING,
@@ -25,9 +25,7 @@ RESENDABLE = (
 )
 
 
-async def request_redelivery(
-    session: AsyncSession, now: datetime, *conditions: Any
-) -> list[DueDelivery]:
+async def request_redelivery(session: AsyncSession, now: datetime, *conditions: Any) -> list[Job]:
     """Mark the deliveries matching ``conditions`` for a manual attempt now."""
     result = await session.exec(
         update(Delivery)
@@ -41,4 +39,4 @@ async def request_redelivery(
         )
         .returning(col(Delivery.id), col(Delivery.attempts))
     )
-    return [DueDelivery(int(i), int(a) + 1, now, manual=True) for i, a in result.all()]
+    return [Job(int(i), int(a) + 1, now, manual=True) for i, a in result.all()]

@@ -21,7 +21,8 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from types import TracebackType
 
 import aiohttp
@@ -31,6 +32,11 @@ from relay._exceptions import TargetNotAllowed
 from relay.delivery.targets import CheckingResolver, TargetPolicy
 
 logger = logging.getLogger(__name__)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
 
 EXCERPT_BYTES = 1024
 _CHECKED_URLS_MAX = 10_000
@@ -46,6 +52,7 @@ class AttemptOutcome:
     error: str | None = None
     response_excerpt: str = ""
     retry_after: str | None = None
+    attempted_at: datetime = field(default_factory=_now)  # when the request was started
 
     @property
     def succeeded(self) -> bool:
@@ -187,7 +194,7 @@ class WebhookSender:
         session = self._session
         if session is None:
             raise RuntimeError("WebhookSender is not open: use 'async with WebhookSender(...)'")
-        started = time.perf_counter()
+        attempted_at, started = _now(), time.perf_counter()
         status: int | None = None
         retry_after: str | None = None
         excerpt = b""
@@ -200,6 +207,7 @@ class WebhookSender:
                 error=error,
                 response_excerpt=excerpt.decode("utf-8", errors="replace"),
                 retry_after=retry_after,
+                attempted_at=attempted_at,
             )
 
         target = self._checked_urls.get(url)

@@ -10,7 +10,7 @@ import pytest
 from relay.api.app import create_app
 from relay.secrets import RuntimeSecrets
 from relay.settings import Settings
-from tests.conftest import ADMIN_TOKEN
+from tests.support.config import ADMIN_TOKEN
 from tests.support.servers import serve
 
 
@@ -31,12 +31,3 @@ def admin(api_url: str) -> Iterator[httpx.Client]:
 def anonymous(api_url: str) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=api_url, timeout=10) as client:
         yield client
-
-
-def service_client(admin: httpx.Client, owner: str) -> httpx.Client:
-    response = admin.post("/v1/tokens", json={"owner": owner})
-    assert response.status_code == 201, response.text
-    token = response.json()["token"]
-    return httpx.Client(
-        base_url=str(admin.base_url), headers={"Authorization": f"Bearer {token}"}, timeout=10
-    )

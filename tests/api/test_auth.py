@@ -4,7 +4,7 @@ import httpx
 import pytest
 
 from relay.api.app import create_app
-from tests.api.conftest import service_client
+from tests.support.api import service_client
 
 V1_ROUTES = [
     ("GET", "/v1/districts"),

@@ -6,8 +6,9 @@ import httpx
 import pytest
 
 from relay.db import Database
-from tests.api.conftest import service_client
-from tests.api.test_deliveries import T0, add_delivery, add_event, add_subscription
+from tests.support.api import service_client
+from tests.support.log_rows import T0, add_delivery, add_event
+from tests.support.log_rows import add_owned_subscription as add_subscription
 
 
 def ids(response: httpx.Response) -> list[str]:

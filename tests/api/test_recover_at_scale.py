@@ -24,10 +24,10 @@ from relay.db.models import Delivery, Event, Subscription
 from relay.delivery.signing import generate_secret
 from relay.secrets import RuntimeSecrets
 from relay.settings import Settings
-from tests.conftest import ADMIN_TOKEN
+from tests.support.config import ADMIN_TOKEN
 from tests.support.receiver import Receiver
 from tests.support.servers import serve
-from tests.workers.conftest import running_worker, wait_for, worker_settings
+from tests.support.worker import running_worker, wait_for, worker_settings
 
 N = 10_000
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(days=2)

@@ -13,14 +13,13 @@ from sqlmodel import col, select
 from relay.api.app import create_app
 from relay.db import Database, utcnow
 from relay.db.models import Delivery, DeliveryAttempt, Event
-from relay.dispatch import Dispatcher
-from relay.ingest import DueDelivery
+from relay.queue import Job, RedisQueue
 from relay.secrets import RuntimeSecrets
 from relay.settings import Settings
-from tests.conftest import ADMIN_TOKEN
+from tests.support.config import ADMIN_TOKEN
 from tests.support.receiver import Receiver
 from tests.support.servers import serve
-from tests.workers.conftest import add_subscription, running_worker, wait_for, worker_settings
+from tests.support.worker import add_subscription, running_worker, wait_for, worker_settings
 
 pytestmark = pytest.mark.usefixtures("redis_url")
 
@@ -59,7 +58,7 @@ async def seed_failed(db: Database, redis_url: str, subscription_id: str, count:
             deliveries.append(delivery)
     ids = [d.id for d in deliveries if d.id is not None]
     redis = ArqRedis.from_url(redis_url)
-    await Dispatcher(redis).enqueue([DueDelivery(i, 1, now) for i in ids])
+    await RedisQueue(redis).enqueue([Job(i, 1, now) for i in ids])
     await redis.aclose()
     return ids
 

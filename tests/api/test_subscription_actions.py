@@ -3,7 +3,7 @@ from __future__ import annotations
 import httpx
 from standardwebhooks.webhooks import Webhook
 
-from tests.api.conftest import service_client
+from tests.support.api import service_client
 from tests.support.receiver import Receiver
 from tests.support.servers import free_port, serve
 

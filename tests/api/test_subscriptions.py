@@ -6,7 +6,7 @@ import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from tests.api.conftest import service_client
+from tests.support.api import service_client
 
 URL = "http://127.0.0.1:9999/hooks"
 
@@ -137,7 +137,7 @@ def test_schema_enums_are_the_matching_contract() -> None:
     from typing import get_args
 
     from relay.api.schemas import Action, RecordType
-    from relay.matching import ACTIONS, RECORD_TYPES
+    from relay.fanout.matching import ACTIONS, RECORD_TYPES
 
     assert set(get_args(RecordType)) == set(RECORD_TYPES)
     assert set(get_args(Action)) == set(ACTIONS)

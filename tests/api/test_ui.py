@@ -17,7 +17,7 @@ from sqlmodel import col, select
 from relay.api import ui
 from relay.db import Database
 from relay.db.models import Delivery, DeliveryAttempt, Subscription
-from tests.conftest import ADMIN_TOKEN
+from tests.support.config import ADMIN_TOKEN
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 XSS = "<script>alert(1)</script>"

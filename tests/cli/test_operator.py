@@ -16,7 +16,7 @@ from relay.db.models import Delivery, DeliveryAttempt
 from relay.secrets import RuntimeSecrets
 from relay.settings import Settings, get_settings
 from tests.api.test_deliveries import T0, add_delivery, add_subscription
-from tests.conftest import ADMIN_TOKEN
+from tests.support.config import ADMIN_TOKEN
 from tests.support.servers import free_port, serve
 
 

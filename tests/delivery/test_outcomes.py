@@ -12,9 +12,12 @@ from sqlmodel import select
 
 from relay.db import Database, utcnow
 from relay.db.models import Delivery, DeliveryAttempt, DeliveryStatus, Event, Subscription
-from relay.delivery.outcomes import next_state, record_attempt
+from relay.delivery.attempt import Attempt
+from relay.delivery.outcome import next_state
+from relay.delivery.record import record_attempts
 from relay.delivery.schedule import RetrySchedule
 from relay.delivery.sender import AttemptOutcome
+from relay.queue import Job
 
 SCHEDULE = RetrySchedule.parse("10,20")
 NOW = datetime(2024, 5, 1, 12, 0, 0).astimezone()
@@ -74,18 +77,22 @@ async def _delivery(db: Database, **sub_fields: Any) -> tuple[Subscription, int]
 
 async def _record(
     db: Database, sub: Subscription, delivery_id: int, attempt: int, outcome: AttemptOutcome
-) -> tuple[DeliveryStatus, bool]:
-    recorded = await record_attempt(
-        db,
-        delivery_id=delivery_id,
-        attempt=attempt,
+) -> tuple[DeliveryStatus | None, bool]:
+    read = Attempt(
+        job=Job(delivery_id, attempt),
+        status="pending",
+        attempts=attempt - 1,
+        manual_attempts=0,
+        manual_retry=False,
+        event_id="e" * 24,
+        body="{}",
         subscription=sub,
-        outcome=outcome,
-        attempted_at=utcnow(),
-        schedule=SCHEDULE,
-        disable_after=3600,
     )
-    return recorded.status, recorded.duplicate
+    async with db.write() as session:
+        (status,), _ = await record_attempts(
+            session, [(read, outcome)], schedule=SCHEDULE, disable_after=3600
+        )
+    return status, status is None
 
 
 async def _state(db: Database, sub_id: str, delivery_id: int) -> tuple[Subscription, Delivery, int]:

@@ -12,8 +12,7 @@ from typing import Any
 import httpx
 
 from relay.db.models import District
-from tests.faults.conftest import ScenarioFactory
-from tests.faults.scenario import Scenario
+from tests.support.scenario import Scenario, ScenarioFactory
 
 #: Injected one kind after the other (each waits for the previous to fire). One of each:
 #: consecutive failures back off (jittered, doubling from 1 s), which only costs time here.

@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 
 from relay.db import Database
-from tests.faults.conftest import PrivatePostgres, ScenarioFactory
-from tests.faults.scenario import Answer
+from tests.support.postgres import PrivatePostgres
+from tests.support.scenario import Answer, ScenarioFactory
 
 
 def slow(k: int) -> Answer:

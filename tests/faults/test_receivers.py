@@ -10,9 +10,8 @@ from datetime import timedelta
 from sqlmodel import col, select
 
 from relay.db.models import Delivery, DeliveryAttempt
-from tests.faults.conftest import ScenarioFactory
-from tests.faults.scenario import Answer, attempt_times, attempts_of
 from tests.support.receiver import Receiver
+from tests.support.scenario import Answer, ScenarioFactory, attempt_times, attempts_of
 from tests.support.servers import serve
 
 

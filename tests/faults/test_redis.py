@@ -8,9 +8,8 @@ import asyncio
 
 import pytest
 
-from tests.faults.conftest import ScenarioFactory
-from tests.faults.scenario import Answer
 from tests.support.redis_server import PrivateRedis
+from tests.support.scenario import Answer, ScenarioFactory
 
 
 def slow(k: int) -> Answer:

@@ -8,8 +8,7 @@ import asyncio
 
 import pytest
 
-from tests.faults.conftest import ScenarioFactory
-from tests.faults.scenario import Answer
+from tests.support.scenario import Answer, ScenarioFactory
 
 KILLS = 4
 

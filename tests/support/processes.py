@@ -18,7 +18,7 @@ def process_env(
 ) -> dict[str, str]:
     """The environment of a relay process in a test: the test's database, Redis and Clever,
     the test admin token and key, and fast settings (``overrides`` are RELAY_* names)."""
-    from tests.conftest import ADMIN_TOKEN
+    from tests.support.config import ADMIN_TOKEN
 
     return {
         "RELAY_DATABASE_URL": database_url,

@@ -23,16 +23,16 @@ from relay.api.auth import Principal, principal
 from relay.api.context import services
 from relay.api.errors import ApiError
 from relay.api.pagination import parse_limit
-from relay.api.routes.deliveries import (
+from relay.api.query import (
     EVENT_TYPE,
     IDENTIFIER,
     SINCE,
     UNTIL,
-    delivery_out,
     parse_event_type,
     parse_identifier,
     parse_window,
 )
+from relay.api.routes.deliveries import delivery_out
 from relay.api.spec import CURSOR, LIMIT, Operation, Query, operation
 from relay.db.models import Delivery, Event, Subscription
 

@@ -21,7 +21,7 @@ from relay.api.spec import Operation, operation
 from relay.db import utcnow
 from relay.db.models import Delivery, DeliveryStatus, Subscription
 from relay.delivery.redeliver import request_redelivery
-from relay.ingest import DueDelivery
+from relay.queue import Job
 
 
 class Requeued(BaseModel):
@@ -54,9 +54,9 @@ class RecoverRequest(schemas.RequestBody):
         return self
 
 
-async def _enqueue(svc: Services, due: list[DueDelivery]) -> None:
-    if svc.dispatcher is not None and due:
-        await svc.dispatcher.enqueue(due)
+async def _enqueue(svc: Services, due: list[Job]) -> None:
+    if svc.queue is not None and due:
+        await svc.queue.enqueue(due)
 
 
 def _require_enabled(subscription: Subscription | None) -> None:

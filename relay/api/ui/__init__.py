@@ -36,7 +36,6 @@ from starlette.routing import Route
 
 from relay.api.auth import Principal
 from relay.api.context import Services, services
-from relay.api.routes.deliveries import DeliveryFilters, delivery_query
 from relay.api.ui.render import (
     SECURITY_HEADERS,
     STYLE,
@@ -56,6 +55,7 @@ from relay.api.ui.session import (
     same_origin,
     signed_in,
 )
+from relay.db.delivery_log import DeliveryFilters, delivery_query
 from relay.db.models import Delivery, DeliveryAttempt, DeliveryStatus, Subscription
 from relay.secrets import RuntimeSecrets
 

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.clever.simulator.conftest import Sim
+from tests.support.simulator import Sim
 
 
 def test_missing_or_unknown_token_is_401(sim: Sim) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 from relay.clever.simulator import Simulator, SimulatorConfig
 from relay.clever.simulator.cli import add_arguments, config_from_args
-from tests.clever.simulator.conftest import Sim, small_config
+from tests.support.simulator import Sim, small_config
 
 
 def test_state_and_add_district(sim: Sim) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from tests.clever.simulator.conftest import Sim
+from tests.support.simulator import Sim
 
 
 def ids_of(body: dict[str, Any]) -> list[str]:

@@ -29,7 +29,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from relay.clever.simulator.stream import EVENT_TYPES
-from tests.clever.simulator.conftest import OPENAPI, Sim, recorded
+from tests.support.simulator import OPENAPI, Sim, recorded
 
 SPEC_URI = "urn:clever:events-v3.1"
 RECORD_SCHEMAS = {

@@ -1,0 +1,77 @@
+"""Group commit for concurrent callers: many ``await submit(item)``, one bulk call.
+
+A worker runs hundreds of deliver jobs at once. Each used to record its attempt in a
+transaction of its own: on PostgreSQL a pre-ping, BEGIN, the statements and COMMIT; on SQLite
+a turn at the single write lock, per webhook. A ``Coalescer`` lets every job keep its own
+simple ``await record(attempt)`` while the jobs that finish at about the same time share one
+call: the first caller starts a flush, and whatever is submitted while that flush runs goes
+into the next one. Under light load a batch is a single item and adds no delay; under heavy
+load batches grow to what the database (or Redis) can absorb.
+
+Correctness must not depend on batching: the attempt pipeline's writes are each their own
+compare-and-set, so a batch that fails and is retried item by item records nothing twice.
+Used by ``relay.delivery.pipeline`` (recording attempts) and ``relay.delivery.consumer``
+(finishing jobs in Redis).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
+
+logger = logging.getLogger("relay.worker")
+
+In = TypeVar("In")
+Out = TypeVar("Out")
+
+
+class Coalescer(Generic[In, Out]):
+    """Runs ``bulk(items)`` (one result per item, in order) for items submitted concurrently.
+
+    At most one bulk call runs at a time; items submitted meanwhile wait for the next one, up
+    to ``max_batch`` per call. If a bulk call raises, its items are retried one by one, so one
+    bad item cannot fail the jobs that merely shared its batch.
+    """
+
+    def __init__(
+        self, bulk: Callable[[Sequence[In]], Awaitable[Sequence[Out]]], max_batch: int = 200
+    ) -> None:
+        self._bulk = bulk
+        self._max_batch = max_batch
+        self._pending: list[tuple[In, asyncio.Future[Out]]] = []
+        self._runner: asyncio.Task[None] | None = None
+
+    async def submit(self, item: In) -> Out:
+        future: asyncio.Future[Out] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, future))
+        if self._runner is None or self._runner.done():
+            self._runner = asyncio.create_task(self._drain())
+        # a job cancelled while waiting (its timeout) cancels only its own future: its item
+        # stays in the batch, which is harmless (the write is a compare-and-set)
+        return await future
+
+    async def _drain(self) -> None:
+        await asyncio.sleep(0)  # let the jobs woken with this one submit theirs too
+        while self._pending:
+            batch = self._pending[: self._max_batch]
+            del self._pending[: self._max_batch]
+            await self._run(batch)
+
+    async def _run(self, batch: list[tuple[In, asyncio.Future[Out]]]) -> None:
+        try:
+            results = await self._bulk([item for item, _ in batch])
+        except Exception as exc:
+            if len(batch) > 1:
+                logger.warning("batched database call failed; retrying its items one by one")
+                for one in batch:
+                    await self._run([one])
+                return
+            _, future = batch[0]
+            if not future.done():
+                future.set_exception(exc)
+            return
+        for (_, future), result in zip(batch, results, strict=True):
+            if not future.done():
+                future.set_result(result)

@@ -1,0 +1,176 @@
+"""One attempt of one delivery, step by step: claim → load → send → record → outcome.
+
+The consumer (``relay.delivery.consumer``) claims jobs from the queue and loads their
+deliveries in one query (``relay.delivery.attempt``); for each, :meth:`AttemptPipeline.run`
+checks that the database still waits for exactly that attempt, takes one of the
+subscription's in-flight slots, signs and sends it (``signing``, ``sender``), and records it
+(``record``, which applies ``outcome``) in a transaction shared with the jobs that finished
+at about the same time; the next attempt, if any, is queued once that transaction committed.
+
+Idempotent: a job does nothing unless the delivery is still waiting for exactly its attempt,
+so a duplicate job (reconciler, crash, Redis replay) is a no-op, and a duplicate that raced
+past the check cannot record twice either (the compare-and-set in ``record``). The receiver
+may then see the same ``webhook-id`` twice, which is what at-least-once means and what the
+id is for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import defaultdict
+from collections.abc import Sequence
+
+from sqlmodel import col, update
+
+from relay._exceptions import SubscriptionBusy
+from relay.coalesce import Coalescer
+from relay.db import Database, utcnow
+from relay.db.models import WAITING, Delivery, DeliveryStatus, Subscription
+from relay.delivery.attempt import Attempt, load_attempts
+from relay.delivery.outcome import state_after
+from relay.delivery.record import Sent, record_attempts
+from relay.delivery.schedule import RetrySchedule
+from relay.delivery.sender import AttemptOutcome, WebhookSender
+from relay.delivery.signing import active_secrets, webhook_headers
+from relay.queue import Job, RedisQueue
+from relay.tuning import DeliveryTuning
+
+logger = logging.getLogger("relay.delivery")
+
+
+class AttemptPipeline:
+    """The delivery steps of one worker process, with what they share: the sender's
+    connection pool, the per-subscription slots and the batched recording."""
+
+    def __init__(
+        self,
+        db: Database,
+        queue: RedisQueue,
+        sender: WebhookSender,
+        *,
+        schedule: RetrySchedule,
+        disable_after: float,
+        tuning: DeliveryTuning,
+    ) -> None:
+        self.db = db
+        self.queue = queue
+        self.sender = sender
+        self.schedule = schedule
+        self.disable_after = disable_after
+        self.tuning = tuning
+        self.slots: defaultdict[str, asyncio.Semaphore] = defaultdict(
+            lambda: asyncio.Semaphore(tuning.max_in_flight)
+        )
+        self._recorder: Coalescer[Sent, DeliveryStatus | None] = Coalescer(
+            self._record_batch, max_batch=tuning.record_batch
+        )
+
+    async def load(self, jobs: Sequence[Job]) -> list[Attempt | None]:
+        return await load_attempts(self.db, jobs)
+
+    async def run(self, attempt: Attempt | None) -> str:
+        """Send ``attempt`` if the database still waits for it, and record it; returns the
+        delivery's status after it, or why nothing was sent. Raises SubscriptionBusy when
+        the subscription's slots stayed taken (the job goes back in the queue)."""
+        if attempt is None:
+            return "gone"
+        if not attempt.due:
+            return "stale"
+        subscription = attempt.subscription
+        if subscription is None or attempt.body is None:
+            await self._settle(attempt, DeliveryStatus.CANCELLED)
+            return "cancelled"
+        if not subscription.enabled:
+            await self._settle(attempt, None)  # parked until the subscription is re-enabled
+            return "parked"
+        outcome = await self._send(attempt, subscription, attempt.body.encode())
+        # Shielded: the attempt was sent, so it must be recorded even if the job's timeout
+        # (just above the delivery timeout) fires while the database is slow; a cancelled
+        # recording would let the job run again and re-send, ignoring what the receiver said.
+        status = await asyncio.shield(self._recorder.submit((attempt, outcome)))
+        self._log(attempt, subscription, outcome, status)
+        if status is None:  # another run recorded this attempt first: say what it meant
+            status, _ = state_after(attempt, outcome, self.schedule, utcnow())
+        return status.value
+
+    async def _send(
+        self, attempt: Attempt, subscription: Subscription, body: bytes
+    ) -> AttemptOutcome:
+        slot = self.slots[subscription.id]
+        if not await self._acquire(slot):
+            raise SubscriptionBusy(defer=random.uniform(0.5, 1.5))
+        try:
+            secrets = active_secrets(
+                subscription.secret,
+                subscription.previous_secret,
+                subscription.previous_secret_expires_at,
+                utcnow(),
+            )
+            headers = webhook_headers(secrets, attempt.event_id, body)
+            return await self.sender.send(subscription.url, headers, body)
+        finally:
+            # released once the receiver answered, not once the attempt is recorded: holding
+            # it through the shared write measured a third slower (bench/throughput.py)
+            slot.release()
+
+    async def _acquire(self, slot: asyncio.Semaphore) -> bool:
+        """One of the subscription's in-flight slots, waiting at most ``slot_wait``."""
+        if not slot.locked():
+            await slot.acquire()
+            return True
+        try:
+            async with asyncio.timeout(self.tuning.slot_wait):  # not wait_for: no extra task
+                await slot.acquire()
+        except TimeoutError:
+            return False
+        return True
+
+    async def _record_batch(self, sent: Sequence[Sent]) -> list[DeliveryStatus | None]:
+        """The attempts of concurrent jobs in one write transaction; then their next
+        attempts in one enqueue (after the commit: a queued job always finds its row)."""
+        async with self.db.write() as session:
+            statuses, next_jobs = await record_attempts(
+                session, sent, schedule=self.schedule, disable_after=self.disable_after
+            )
+        await self.queue.enqueue(next_jobs)
+        return statuses
+
+    async def _settle(self, attempt: Attempt, status: DeliveryStatus | None) -> None:
+        """Cancel a delivery (``status``) or park it (None: no next attempt until its
+        subscription is re-enabled)."""
+        values: dict[str, object] = {"next_attempt_at": None, "updated_at": utcnow()}
+        if status is not None:
+            values["status"] = status
+        async with self.db.write() as session:
+            await session.exec(
+                update(Delivery)
+                .where(col(Delivery.id) == attempt.delivery_id)
+                .where(col(Delivery.status).in_(WAITING))
+                .values(**values)
+            )
+
+    @staticmethod
+    def _log(
+        attempt: Attempt,
+        subscription: Subscription,
+        outcome: AttemptOutcome,
+        status: DeliveryStatus | None,
+    ) -> None:
+        # a success is a DEBUG line (it is in the database and the API anyway): at INFO, one
+        # JSON line per webhook was a measurable share of a busy worker's CPU
+        log = logger.debug if outcome.succeeded else logger.warning
+        log(
+            "delivery attempt",
+            extra={
+                "delivery_id": attempt.delivery_id,
+                "event_id": attempt.event_id,
+                "subscription_id": subscription.id,
+                "attempt": attempt.number,
+                "status_code": outcome.status_code,
+                "error": outcome.error,
+                "duration_ms": outcome.duration_ms,
+                "result": "duplicate" if status is None else status.value,
+            },
+        )

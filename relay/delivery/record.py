@@ -1,0 +1,156 @@
+"""The record step: an attempt's result, written in one transaction with the attempts of
+the jobs that finished at about the same time (``relay.delivery.pipeline``).
+
+A recorded attempt changes the delivery (status, attempt count, next attempt time), adds its
+row to the delivery log and, when its health changes, the subscription. The delivery update
+is a compare-and-set on the attempt count, so a job that runs twice (a killed worker's job
+runs again; the queue is at-least-once) records its attempt only once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import bindparam
+from sqlmodel import col, select, update
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from relay.db import utcnow
+from relay.db.models import Delivery, DeliveryAttempt, DeliveryStatus, Subscription
+from relay.db.tables import table_of
+from relay.delivery.attempt import Attempt
+from relay.delivery.outcome import state_after
+from relay.delivery.schedule import RetrySchedule
+from relay.delivery.sender import AttemptOutcome
+from relay.queue import Job
+
+logger = logging.getLogger("relay.delivery")
+
+Sent = tuple[Attempt, AttemptOutcome]
+
+
+async def record_attempts(
+    session: AsyncSession,
+    sent: Sequence[Sent],
+    *,
+    schedule: RetrySchedule,
+    disable_after: float,
+) -> tuple[list[DeliveryStatus | None], list[Job]]:
+    """Record ``sent`` in the caller's write transaction, in a fixed number of statements
+    whatever their number; returns each one's new delivery status (None: not recorded, a
+    duplicate or stale job) and the next attempts to queue once the transaction committed.
+
+    Compare-and-set on the attempt count, in bulk: the deliveries' attempt counts are read
+    with the rows locked (FOR UPDATE; SQLite's write transaction already holds the database),
+    and only attempts that are the next one, the first of each delivery in the batch, are
+    applied (one executemany UPDATE, still guarded by the count, and one multi-row INSERT of
+    the attempt rows). A subscription is updated only when its health changes."""
+    if not sent:
+        return [], []
+    conn = await session.connection()
+    deliveries = table_of(Delivery)
+    rows = await conn.execute(
+        select(deliveries.c.id, deliveries.c.attempts)
+        .where(deliveries.c.id.in_({attempt.delivery_id for attempt, _ in sent}))
+        .with_for_update()
+    )
+    now = utcnow()  # with the rows locked: next attempts are due after this commit starts
+    current: dict[int, int] = {int(i): int(n) for i, n in rows.all()}
+    statuses: list[DeliveryStatus | None] = []
+    next_jobs: list[Job] = []
+    updates: list[dict[str, object]] = []
+    attempt_rows: list[dict[str, object]] = []
+    for attempt, outcome in sent:
+        if current.get(attempt.delivery_id) != attempt.number - 1:
+            statuses.append(None)
+            continue
+        current[attempt.delivery_id] = attempt.number  # a second copy in the batch is stale
+        status, next_at = state_after(attempt, outcome, schedule, now)
+        statuses.append(status)
+        if next_at is not None:
+            next_jobs.append(Job(attempt.delivery_id, attempt.number + 1, next_at))
+        updates.append(_delivery_update(attempt, outcome, status, next_at))
+        attempt_rows.append(_attempt_row(attempt, outcome))
+    if updates:
+        await conn.execute(
+            deliveries.update()
+            .where(deliveries.c.id == bindparam("b_id"))
+            .where(deliveries.c.attempts == bindparam("b_expected"))
+            .values(manual_retry=False, updated_at=now),
+            updates,
+        )
+        await conn.execute(table_of(DeliveryAttempt).insert(), attempt_rows)
+    for (attempt, outcome), recorded in zip(sent, statuses, strict=True):
+        if recorded is not None and attempt.subscription is not None:
+            await _update_health(session, attempt.subscription, outcome, now, disable_after)
+    return statuses, next_jobs
+
+
+def _delivery_update(
+    attempt: Attempt, outcome: AttemptOutcome, status: DeliveryStatus, next_at: datetime | None
+) -> dict[str, object]:
+    return {
+        "b_id": attempt.delivery_id,
+        "b_expected": attempt.number - 1,
+        "attempts": attempt.number,
+        "manual_attempts": attempt.manual_attempts + (1 if attempt.manual_retry else 0),
+        "status": status,
+        "next_attempt_at": next_at,
+        "last_status_code": outcome.status_code,
+    }
+
+
+def _attempt_row(attempt: Attempt, outcome: AttemptOutcome) -> dict[str, object]:
+    return {
+        "delivery_id": attempt.delivery_id,
+        "attempted_at": outcome.attempted_at,
+        "status_code": outcome.status_code,
+        "duration_ms": outcome.duration_ms,
+        "error": outcome.error,
+        "response_excerpt": outcome.response_excerpt,
+        "trigger": "manual" if attempt.manual_retry else "schedule",
+    }
+
+
+async def _update_health(
+    session: AsyncSession,
+    subscription: Subscription,
+    outcome: AttemptOutcome,
+    now: datetime,
+    disable_after: float,
+) -> None:
+    """Success clears the failure streak; 410 or a streak longer than ``disable_after``
+    disables the subscription with a reason. Touches the row only when something changes.
+
+    ``subscription`` was read before the attempt was sent, so every change is a
+    compare-and-set against what was read: an attempt that started before a success cleared
+    the streak cannot disable the subscription on the strength of that old streak, and a
+    subscription already disabled keeps the reason it was first disabled for."""
+    if outcome.succeeded and subscription.failing_since is None:
+        return  # the common case: nothing to write, and no statement to build (a hot path)
+    stmt = update(Subscription).where(col(Subscription.id) == subscription.id)
+    values: dict[str, object]
+    if outcome.succeeded:
+        values = {"failing_since": None}
+    elif outcome.gone:
+        values = {"enabled": False, "disabled_reason": "the endpoint answered 410 Gone"}
+        stmt = stmt.where(col(Subscription.enabled).is_(True))
+    elif subscription.failing_since is None:
+        values = {"failing_since": now}
+        stmt = stmt.where(col(Subscription.failing_since).is_(None))
+    elif (now - subscription.failing_since).total_seconds() >= disable_after:
+        since = subscription.failing_since.isoformat(timespec="seconds")
+        values = {"enabled": False, "disabled_reason": f"every attempt failed since {since}"}
+        stmt = stmt.where(col(Subscription.enabled).is_(True)).where(
+            col(Subscription.failing_since) == subscription.failing_since
+        )
+    else:
+        return
+    result = await session.exec(stmt.values(**values, updated_at=now))
+    if values.get("enabled") is False and result.rowcount:
+        logger.warning(
+            "subscription disabled",
+            extra={"subscription_id": subscription.id, "reason": values["disabled_reason"]},
+        )

@@ -1,0 +1,48 @@
+"""Fan-out: which subscriptions an event goes to. Runs inside the ingest transaction, so an
+event is never stored without its deliveries (the transactional outbox)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from relay.db.models import Subscription
+from relay.fanout.matching import Filter, record_schools, split_type
+
+
+@dataclass(frozen=True, slots=True)
+class Subscriber:
+    subscription_id: str
+    filter: Filter
+
+
+async def load_subscribers(session: AsyncSession) -> list[Subscriber]:
+    """Enabled subscriptions: a disabled one receives nothing until it is re-enabled."""
+    rows = await session.exec(select(Subscription).where(col(Subscription.enabled).is_(True)))
+    return [
+        Subscriber(
+            s.id,
+            Filter(
+                record_types=frozenset(s.record_types),
+                actions=frozenset(s.actions),
+                districts=frozenset(s.districts),
+                schools=frozenset(s.schools),
+            ),
+        )
+        for s in rows
+    ]
+
+
+def subscribers_of(
+    event: dict[str, Any], district_id: str, subscribers: Sequence[Subscriber]
+) -> Iterable[str]:
+    """Subscription ids that want ``event``; its schools are computed once for all targets."""
+    record_type, action = split_type(event.get("type"))
+    schools = record_schools(event)
+    for subscriber in subscribers:
+        if subscriber.filter.matches_facts(record_type, action, district_id, schools):
+            yield subscriber.subscription_id

@@ -1,0 +1,50 @@
+"""Token discovery: with ``CLEVER_CLIENT_ID``/``CLEVER_CLIENT_SECRET`` set, every district
+that shared data with the app is registered, and rotated tokens are picked up."""
+
+from __future__ import annotations
+
+import logging
+
+from relay._exceptions import CleverError
+from relay.clever.tokens import fetch_district_tokens
+from relay.db import Database, utcnow
+from relay.db.models import District, DistrictStatus
+from relay.settings import Settings
+
+logger = logging.getLogger("relay.discovery")
+
+
+async def discover_districts(settings: Settings, db: Database) -> int:
+    """Register new districts (starting from Clever's newest event) and refresh tokens;
+    returns how many districts were added or changed."""
+    credentials = settings.clever_credentials
+    if credentials is None:
+        return 0
+    try:
+        tokens = await fetch_district_tokens(settings.clever_oauth_url, *credentials)
+    except CleverError as exc:
+        logger.warning("token discovery failed", extra={"error": str(exc)})
+        return 0
+    changed = 0
+    async with db.write() as session:
+        for token in tokens:
+            district = await session.get(District, token.district_id)
+            if district is None:
+                session.add(
+                    District(
+                        id=token.district_id, token=token.access_token, token_source="discovered"
+                    )
+                )
+                logger.info("district discovered", extra={"district_id": token.district_id})
+            elif district.token != token.access_token:
+                district.token = token.access_token
+                district.token_source = "discovered"
+                if district.status == DistrictStatus.UNAUTHORIZED:
+                    district.status = DistrictStatus.ACTIVE
+                    district.last_error = None
+                district.updated_at = utcnow()
+                session.add(district)
+            else:
+                continue
+            changed += 1
+    return changed

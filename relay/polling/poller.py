@@ -1,0 +1,290 @@
+"""Polling one district: a task per district this worker holds the lease for.
+
+The task pages ``/v3.1/events`` from the stored cursor until caught up, storing each page in
+one transaction with its deliveries and the cursor advance (``relay.polling.store``), then
+waits ``RELAY_POLL_INTERVAL`` and polls again, renewing its lease as it goes. Errors are
+recorded on the district (``last_error``; ``status`` = error after repeated failures) and
+retried with capped, jittered backoff; a 429 waits for Clever's reset; a 401 first fetches the
+district's token again when client credentials are configured. Every write to the district
+is guarded by the lease (``relay.db.districts.update_leased``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from sqlmodel import col
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from relay._exceptions import (
+    CleverError,
+    CleverRateLimited,
+    CleverTransportError,
+    CleverUnauthorized,
+    LeaseLost,
+    PacedOut,
+)
+from relay.clever.client import CleverClient
+from relay.clever.events import EventsPage
+from relay.clever.ratelimit import token_key
+from relay.clever.tokens import fetch_district_tokens
+from relay.db import Database, utcnow
+from relay.db.districts import update_leased
+from relay.db.models import District, DistrictStatus
+from relay.loops import pause
+from relay.polling import leases
+from relay.polling.gap import detect_gap
+from relay.polling.store import store_page
+from relay.queue import RedisQueue
+from relay.settings import Settings
+from relay.tuning import PollingTuning
+
+logger = logging.getLogger("relay.poll")
+
+
+@dataclass(frozen=True)
+class PollingContext:
+    """What every poller of a worker shares."""
+
+    settings: Settings
+    db: Database
+    clever: CleverClient
+    queue: RedisQueue
+    worker_id: str
+    tuning: PollingTuning = field(default_factory=PollingTuning)
+
+
+class DistrictPoller:
+    def __init__(self, app: PollingContext, district_id: str, stop: asyncio.Event) -> None:
+        self.app = app
+        self.district_id = district_id
+        self.stop = stop
+        self.failures = 0
+        self.unauthorized = 0  # 401s in a row whose token Clever still lists
+        self.token_in_use: str | None = None  # the token of the last request
+        self.log_extra = {"district_id": district_id, "worker": app.worker_id}
+
+    @property
+    def lease_seconds(self) -> float:
+        return self.app.settings.poll_lease
+
+    async def run(self) -> None:
+        """Poll until stopped, paused, the lease is lost, or the next poll is far away."""
+        try:
+            while not self.stop.is_set():
+                wait = await self.cycle()
+                if wait is None:
+                    return
+                if wait > self.lease_seconds / 2:
+                    poll_after = utcnow() + timedelta(seconds=wait)
+                    await leases.release(
+                        self.app.db, self.district_id, self.app.worker_id, poll_after=poll_after
+                    )
+                    logger.info(
+                        "poll lease released until the next poll",
+                        extra=self.log_extra | {"poll_after": poll_after.isoformat()},
+                    )
+                    return
+                if await pause(wait, self.stop):
+                    break
+                if not await leases.renew(
+                    self.app.db, self.district_id, self.app.worker_id, self.lease_seconds
+                ):
+                    return
+            await leases.release(self.app.db, self.district_id, self.app.worker_id)
+        except LeaseLost as exc:
+            logger.info("poll stopped", extra=self.log_extra | {"reason": str(exc)})
+            await leases.release(self.app.db, self.district_id, self.app.worker_id)
+        except Exception:
+            logger.exception("poller crashed; the lease will expire", extra=self.log_extra)
+
+    async def cycle(self) -> float | None:
+        """Page until caught up. Returns seconds until the next poll, None to stop."""
+        try:
+            await self.catch_up()
+        except PacedOut as paced:
+            return paced.wait
+        except CleverRateLimited as exc:
+            # The pacer holds the token until the reset plus its margin: wait that long.
+            wait = max(exc.reset_at - utcnow().timestamp(), self.pacer_delay(self.token_in_use))
+            await self.note_error(f"rate limited by Clever until its reset ({wait:.0f}s)")
+            return max(wait, 0.0)
+        except CleverUnauthorized as exc:
+            refreshed = await self.refresh_token()
+            if refreshed is True:
+                return 0.0
+            self.unauthorized += 1
+            if refreshed is None or self.unauthorized >= self.app.tuning.unauthorized_after_401s:
+                await self.mark_unauthorized(str(exc))
+                return None
+            # Clever still lists the token we used: a one-off 401; back off and try again.
+            wait = self.app.tuning.backoff.next_delay(self.unauthorized)
+            await self.note_error(f"{exc} (the token is still current; retrying)")
+            return max(wait, 0.1)
+        except CleverError as exc:
+            self.failures += 1
+            wait = self.app.tuning.backoff.next_delay(self.failures - 1)
+            await self.note_error(str(exc), count_failure=True)
+            logger.warning(
+                "poll failed", extra=self.log_extra | {"error": str(exc), "retry_in": wait}
+            )
+            return max(wait, 0.1)
+        self.failures = 0
+        self.unauthorized = 0
+        return self.app.settings.poll_interval
+
+    async def load(self) -> District:
+        async with self.app.db.read() as session:
+            district = await session.get(District, self.district_id)
+        if district is None or district.lease_owner != self.app.worker_id:
+            raise LeaseLost(f"district {self.district_id}: lease or district gone")
+        if district.status not in leases.POLLABLE:
+            raise LeaseLost(f"district {self.district_id}: status is {district.status}")
+        return district
+
+    async def catch_up(self) -> None:
+        district = await self.load()
+        self.token_in_use = district.token
+        if district.cursor is None and district.start_from == "latest" and not district.seeded:
+            await self.seed(district)
+            district = await self.load()
+        limit = self.app.settings.clever_page_size
+        while not self.stop.is_set():
+            page = await self.fetch(district, limit)
+            now = utcnow()
+            gap = detect_gap(district, page, now, self.app.settings.clever_retention)
+            caught_up = len(page.events) < limit
+            result = await store_page(
+                self.app.db,
+                district_id=self.district_id,
+                lease_owner=self.app.worker_id,
+                expected_cursor=district.cursor,
+                events=page.events,
+                caught_up=caught_up,
+                lease_seconds=self.lease_seconds,
+                gap=gap,
+            )
+            if gap:
+                logger.warning("gap detected", extra=self.log_extra | {"detail": gap})
+            if page.events:
+                logger.info(
+                    "events stored",
+                    extra=self.log_extra
+                    | {
+                        "stored": result.stored,
+                        "deliveries": len(result.due),
+                        "cursor": page.last_id,
+                        "clever_request_id": page.request_id,
+                    },
+                )
+            await self.app.queue.enqueue(result.due)
+            if caught_up:
+                return
+            district = await self.load()
+
+    def pacer_delay(self, token: str | None) -> float:
+        return 0.0 if token is None else self.app.clever.pacer.delay_for(token_key(token))
+
+    async def fetch(self, district: District, limit: int) -> EventsPage:
+        """One page, sent only while the lease is surely ours: not while the pacer holds the
+        token (the caller waits, releasing the lease if that is long), and abandoned after
+        half a lease so a hung request can't outlive the lease another worker may then take."""
+        self.token_in_use = district.token
+        delay = self.pacer_delay(district.token)
+        if delay > 0:
+            raise PacedOut(delay)
+        budget = self.lease_seconds / 2
+        try:
+            async with asyncio.timeout(budget):
+                return await self.app.clever.list_events(
+                    district.token, starting_after=district.cursor, limit=limit
+                )
+        except TimeoutError:
+            raise CleverTransportError(
+                f"GET /v3.1/events took longer than {budget:g}s (half the poll lease)"
+            ) from None
+
+    async def seed(self, district: District) -> None:
+        """``start_from=latest``: begin after Clever's newest event (none yet: from the
+        first one that appears)."""
+        latest = await self.app.clever.latest_event_id(district.token)
+        async with self.app.db.write() as session:
+            await self._update(
+                session,
+                col(District.cursor).is_(None),
+                cursor=latest,
+                seeded=True,
+                caught_up_at=utcnow(),
+                updated_at=utcnow(),
+            )
+        logger.info(
+            "cursor seeded at Clever's newest event", extra=self.log_extra | {"cursor": latest}
+        )
+
+    async def refresh_token(self) -> bool | None:
+        """After a 401, ask Clever for the district's current token (tokens rotate).
+
+        True: a new token is stored. False: nothing better to use now (Clever still lists the
+        rejected token, or could not be asked): try again later. None: give up (no client
+        credentials, or the district no longer shares data with the app)."""
+        credentials = self.app.settings.clever_credentials
+        if credentials is None:
+            return None
+        try:
+            tokens = await fetch_district_tokens(
+                self.app.settings.clever_oauth_url, *credentials, district=self.district_id
+            )
+        except CleverError as exc:
+            logger.warning("token refresh failed", extra=self.log_extra | {"error": str(exc)})
+            return False
+        rejected = self.token_in_use
+        fresh = next((t.access_token for t in tokens if t.access_token != rejected), None)
+        if fresh is None:
+            # Clever still lists the rejected token (a passing 401), or none at all (the
+            # district stopped sharing with the app: unauthorized for real).
+            return False if tokens else None
+        async with self.app.db.write() as session:
+            if not await self._update(
+                session, token=fresh, token_source="discovered", updated_at=utcnow()
+            ):
+                raise LeaseLost(f"district {self.district_id}: lease lost during token refresh")
+        logger.info("district token refreshed after a 401", extra=self.log_extra)
+        return True
+
+    async def mark_unauthorized(self, error: str) -> None:
+        async with self.app.db.write() as session:
+            await self._update(
+                session,
+                status=DistrictStatus.UNAUTHORIZED,
+                last_error=error,
+                lease_owner=None,
+                lease_until=None,
+                updated_at=utcnow(),
+            )
+        logger.warning("district unauthorized", extra=self.log_extra | {"error": error})
+
+    async def note_error(self, error: str, *, count_failure: bool = False) -> None:
+        now = utcnow()
+        values: dict[str, object] = {
+            "last_error": error,
+            "last_polled_at": now,
+            "updated_at": now,
+            # the caller sleeps up to half a lease before renewing: keep the lease valid
+            "lease_until": now + timedelta(seconds=self.lease_seconds),
+        }
+        if count_failure:
+            values["consecutive_failures"] = District.consecutive_failures + 1
+        async with self.app.db.write() as session:
+            await self._update(session, **values)
+            if count_failure and self.failures >= self.app.tuning.error_after_failures:
+                active = col(District.status) == DistrictStatus.ACTIVE
+                await self._update(session, active, status=DistrictStatus.ERROR)
+
+    async def _update(self, session: AsyncSession, *conditions: Any, **values: Any) -> bool:
+        return await update_leased(
+            session, self.district_id, self.app.worker_id, *conditions, **values
+        )

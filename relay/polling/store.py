@@ -1,0 +1,144 @@
+"""Storing a page of Clever events: events, their deliveries and the cursor advance commit in
+one transaction, or none of them do.
+
+That single transaction is what makes the relay lossless: a worker killed mid-page leaves the
+cursor where it was, so the page is fetched again; an event is stored once (its Clever id is
+the primary key); and there is never an event without its deliveries (the outbox rows that
+the poller and the reconciler turn into queued jobs, ``relay.queue``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from relay._exceptions import LeaseLost
+from relay.clever.events import CleverEvent
+from relay.db import Database, utcnow
+from relay.db.districts import locked_district
+from relay.db.models import Delivery, DeliveryStatus, DistrictStatus, Event
+from relay.db.tables import insert_ignoring_duplicates, table_of
+from relay.delivery.signing import webhook_body
+from relay.fanout.subscribers import load_subscribers, subscribers_of
+from relay.queue import Job
+
+logger = logging.getLogger("relay.ingest")
+
+# A gap is reported over these; paused and unauthorized (set by an operator or a 401 while
+# the page was in flight) stay as they are.
+_GAP_OVERRIDES = (DistrictStatus.ACTIVE, DistrictStatus.ERROR, DistrictStatus.GAP_DETECTED)
+
+
+@dataclass(frozen=True)
+class PageResult:
+    stored: int
+    due: list[Job]
+
+
+async def store_page(
+    db: Database,
+    *,
+    district_id: str,
+    lease_owner: str,
+    expected_cursor: str | None,
+    events: Sequence[CleverEvent],
+    caught_up: bool,
+    lease_seconds: float,
+    gap: str | None = None,
+) -> PageResult:
+    """Store ``events`` and advance the cursor past them, if we still own the poll.
+
+    Raises LeaseLost (and stores nothing) if another worker holds the lease or the cursor is
+    no longer ``expected_cursor``: the page we fetched may already be stored, or stale.
+    """
+    async with db.write() as session:
+        district = await locked_district(session, district_id)
+        if district is None or district.lease_owner != lease_owner:
+            raise LeaseLost(f"district {district_id}: poll lease is held by another worker")
+        if district.cursor != expected_cursor:
+            raise LeaseLost(f"district {district_id}: cursor moved while the page was fetched")
+        # taken with the write lock held, so the deliveries' due time is within this
+        # transaction's span (the reconciler's window relies on it: ReconcileTuning.margin)
+        now = utcnow()
+
+        inserted = await _insert_events(session, district_id, events, now)
+        due = await _insert_deliveries(session, district_id, events, inserted, now)
+
+        if events:
+            newest = max(events, key=lambda e: e.id)
+            district.cursor = newest.id
+            district.last_event_at = newest.created
+        district.last_polled_at = now
+        district.caught_up = caught_up
+        if caught_up:
+            district.caught_up_at = now
+        district.lease_until = now + timedelta(seconds=lease_seconds)
+        district.consecutive_failures = 0
+        if gap is not None and district.status in _GAP_OVERRIDES:
+            district.status = DistrictStatus.GAP_DETECTED
+            district.last_error = gap
+        elif district.status == DistrictStatus.ERROR:
+            district.status = DistrictStatus.ACTIVE
+            district.last_error = None
+        district.updated_at = now
+        session.add(district)
+    return PageResult(stored=len(inserted), due=due)
+
+
+async def _insert_events(
+    session: AsyncSession, district_id: str, events: Sequence[CleverEvent], now: datetime
+) -> set[str]:
+    if not events:
+        return set()
+    rows = [
+        {
+            "id": e.id,
+            "district_id": district_id,
+            "type": e.type,
+            "record_id": e.record_id,
+            "created": e.created,
+            "received_at": now,
+            "body": webhook_body(e.raw, district_id).decode(),
+        }
+        for e in events
+    ]
+    stmt = insert_ignoring_duplicates(session, Event).returning(table_of(Event).c.id)
+    result = await (await session.connection()).execute(stmt, rows)
+    return set(result.scalars().all())
+
+
+async def _insert_deliveries(
+    session: AsyncSession,
+    district_id: str,
+    events: Sequence[CleverEvent],
+    inserted: set[str],
+    now: datetime,
+) -> list[Job]:
+    """Deliveries for the events this transaction inserted (not for ones stored before)."""
+    if not inserted:
+        return []
+    subscribers = await load_subscribers(session)
+    rows = [
+        {
+            "subscription_id": subscription_id,
+            "event_id": e.id,
+            "event_type": e.type,
+            "status": DeliveryStatus.PENDING,
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for e in events
+        if e.id in inserted
+        for subscription_id in subscribers_of(e.raw, district_id, subscribers)
+    ]
+    if not rows:
+        return []
+    stmt = insert_ignoring_duplicates(session, Delivery).returning(table_of(Delivery).c.id)
+    result = await (await session.connection()).execute(stmt, rows)
+    return [Job(int(i), 1, now) for i in sorted(result.scalars().all())]

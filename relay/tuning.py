@@ -1,0 +1,126 @@
+"""The relay's internal knobs, in one place (as httpx keeps its in ``Timeout`` and ``Limits``).
+
+``relay.settings`` holds what an operator sets through the environment; this module holds the
+numbers the code needs that nobody should have to set: batch sizes, concurrency, margins and
+pauses, each with the reason for its value. Values derived from others (the job timeout, the
+claim lapse) are derived here once, so no module adds its own margin to a timeout.
+
+Every long-running part takes the object it needs (``Tuning.polling``, ``Tuning.delivery``,
+...) from ``Settings.tuning``; tests build their own with ``dataclasses.replace``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from relay.clever.backoff import Backoff
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """How long one delivery may take, and what follows from it."""
+
+    #: seconds per webhook attempt (``RELAY_DELIVERY_TIMEOUT``)
+    delivery: float = 15.0
+    #: a deliver job outlives its attempt by this much before it is abandoned
+    job_margin: float = 5.0
+    #: and its claim in Redis lapses this much after that, so a SIGKILLed worker's in-flight
+    #: jobs run elsewhere ``claim_lapse`` seconds after they were taken
+    claim_margin: float = 10.0
+
+    @property
+    def job(self) -> float:
+        return self.delivery + self.job_margin
+
+    @property
+    def claim_lapse(self) -> float:
+        return self.job + self.claim_margin
+
+
+@dataclass(frozen=True, slots=True)
+class PollingTuning:
+    """The poll supervisor and the district pollers (``relay.polling``)."""
+
+    #: seconds between scans for due districts, jittered ±50 % so that workers scanning in
+    #: lockstep do not always hand a district released until a 429's reset to the same worker
+    scan_every: float = 0.5
+    #: due districts one scan reads at most
+    scan_batch: int = 200
+    #: failed polls in a row before a district shows ``status: error``
+    error_after_failures: int = 5
+    #: 401s in a row, whose token Clever still lists, before a district is ``unauthorized``
+    unauthorized_after_401s: int = 3
+    #: between failed polls of one district
+    backoff: Backoff = field(default_factory=lambda: Backoff(base=1.0, cap=60.0))
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryTuning:
+    """The delivery consumers and the attempt pipeline (``relay.delivery``)."""
+
+    #: attempts in flight per subscription in one worker: a slow or hanging endpoint holds at
+    #: most this many of the worker's slots
+    max_in_flight: int = 8
+    #: a job waits this long for one of its subscription's slots (a healthy endpoint frees one
+    #: within milliseconds), then steps aside and goes back in the queue ~1 s later
+    slot_wait: float = 0.5
+    #: jobs in progress per worker on the first-attempts queue. Most of a job's life is spent
+    #: waiting for a shared query or transaction, so more jobs make bigger batches rather
+    #: than more load: 100 → 600 measured +50 % deliveries/s (bench/throughput.py)
+    first_attempt_jobs: int = 600
+    #: and on the retries queue, which has slots of its own so that retries piling up for a
+    #: dead endpoint never delay first attempts elsewhere
+    retry_jobs: int = 50
+    #: due ids one claim looks through at most (those ahead may be running elsewhere)
+    claim_scan: int = 5000
+    #: pause of an idle consumer before it looks at its queue again
+    idle_poll: float = 0.05
+    #: a job that failed (database down) or timed out runs again this much later
+    error_retry: float = 5.0
+    #: attempts recorded in one transaction at most; job endings finished in one pipeline
+    record_batch: int = 200
+    finish_batch: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileTuning:
+    """The reconciler (``relay.queue.reconcile``)."""
+
+    #: due deliveries read per query
+    batch: int = 2000
+    #: rows due this recently are left to the ingest path's own enqueue
+    grace: timedelta = timedelta(seconds=2)
+    #: longer than a transaction that makes deliveries due: each pass re-reads this much of
+    #: the window the previous pass covered, for transactions that committed late
+    margin: timedelta = timedelta(seconds=5)
+    #: a backstop against anything unforeseen: a full pass at least this often (seconds)
+    full_scan_every: float = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class CronTuning:
+    """The periodic jobs, run by arq's worker on their own queue (``workers``)."""
+
+    timeout: float = 120.0
+    max_jobs: int = 4
+    health_check_every: int = 30
+    poll_delay: float = 0.5
+    discover_every_minutes: int = 5
+    purge_at_minute: int = 17  # hourly
+    #: rows one retention transaction deletes at most (short transactions: on SQLite a long
+    #: one would stall every writer)
+    purge_batch: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Tuning:
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    polling: PollingTuning = field(default_factory=PollingTuning)
+    delivery: DeliveryTuning = field(default_factory=DeliveryTuning)
+    reconcile: ReconcileTuning = field(default_factory=ReconcileTuning)
+    cron: CronTuning = field(default_factory=CronTuning)
+    #: a long-running loop that failed is started again this much later (``relay.loops``)
+    restart_delay: float = 1.0
+    #: Redis commands per enqueue pipeline
+    enqueue_batch: int = 2000

@@ -1,0 +1,119 @@
+"""The delivery queue consumer against real Redis, a real database and a real receiver:
+claims, finishing, deferral after a failure, and ids it cannot run."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from arq.constants import in_progress_key_prefix
+
+from relay.db import Database, utcnow
+from relay.delivery.consumer import DeliveryConsumer
+from relay.loops import supervise
+from relay.queue import FIRST_ATTEMPTS_QUEUE, Job, RedisQueue
+from relay.settings import Settings
+from relay.tuning import DeliveryTuning, Timeouts
+from tests.support.deliveries import add_deliveries, delivery
+from tests.support.receiver import Receiver
+from tests.support.servers import serve
+from tests.support.worker import add_subscription, wait_for, worker_context, worker_settings
+from workers.context import WorkerContext
+
+RETRY_AFTER_ERROR = DeliveryTuning().error_retry
+
+
+@contextlib.asynccontextmanager
+async def consuming(settings: Settings, redis_url: str) -> AsyncIterator[WorkerContext]:
+    """A worker context with the first-attempts queue consumed until the block exits."""
+    async with worker_context(settings, redis_url) as app:
+        consumer = DeliveryConsumer(
+            app.queue,
+            app.pipeline,
+            FIRST_ATTEMPTS_QUEUE,
+            max_jobs=20,
+            timeouts=Timeouts(delivery=5, job_margin=0),
+            tuning=app.tuning.delivery,
+        )
+        stop = asyncio.Event()
+        step = functools.partial(consumer.step, stop)
+        task = asyncio.create_task(supervise("test", step, stop, restart_delay=1.0))
+        try:
+            yield app
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 5)
+            await consumer.drain(within=5)
+
+
+async def test_jobs_run_once_and_leave_nothing_behind(
+    db: Database, settings: Settings, redis_url: str
+) -> None:
+    receiver = Receiver()
+    with serve(receiver.app()) as srv:
+        sub = await add_subscription(db, srv.url + "/hook")
+        ids = await add_deliveries(db, [sub], 3)
+        claimed_elsewhere = Job(ids[2], 1).id
+        async with consuming(worker_settings(settings, srv.url), redis_url) as app:
+            # another worker is running the third one: this worker must leave it alone
+            await app.redis.set(in_progress_key_prefix + claimed_elsewhere, b"1", px=60_000)
+            await RedisQueue(app.redis).enqueue([Job(i, 1, utcnow()) for i in ids])
+            await wait_for(lambda: _received(receiver, 2), 10)
+            await asyncio.sleep(0.5)
+            assert len(receiver.event_ids()) == 2
+            assert (await delivery(db, ids[2]))[0].status == "pending"
+            assert await app.redis.zrange(FIRST_ATTEMPTS_QUEUE, 0, -1) == [
+                claimed_elsewhere.encode()
+            ]
+            # that worker died: its claim lapses and this one runs the job
+            await app.redis.delete(in_progress_key_prefix + claimed_elsewhere)
+            await wait_for(lambda: _received(receiver, 3), 10)
+            await wait_for(lambda: _queue_empty(app), 5)
+            assert await app.redis.keys(in_progress_key_prefix + "*") == []
+    for i in ids:
+        row, attempts = await delivery(db, i)
+        assert (row.status, len(attempts)) == ("succeeded", 1)
+    assert sorted(receiver.event_ids()) == sorted(set(receiver.event_ids()))
+
+
+async def test_a_failing_job_stays_queued_for_later(
+    db: Database, settings: Settings, redis_url: str, tmp_path: Path
+) -> None:
+    """The database is unreachable (a file in a directory that does not exist): the job
+    fails, and goes back in the queue RETRY_AFTER_ERROR later instead of being dropped."""
+    unreachable = f"sqlite+aiosqlite:///{tmp_path}/missing/relay.db"
+    broken = worker_settings(settings, "http://127.0.0.1:9", database_url=unreachable)
+    async with consuming(broken, redis_url) as app:
+        queued_at = utcnow()
+        await RedisQueue(app.redis).enqueue([Job(7, 1, queued_at)])
+
+        async def deferred() -> bool:
+            score = await app.redis.zscore(FIRST_ATTEMPTS_QUEUE, Job(7, 1).id)
+            return score is not None and score > queued_at.timestamp() * 1000 + 1000
+
+        await wait_for(deferred, 10)
+        score = await app.redis.zscore(FIRST_ATTEMPTS_QUEUE, Job(7, 1).id)
+        assert score is not None
+        delay = score / 1000 - queued_at.timestamp()
+        assert RETRY_AFTER_ERROR - 1 < delay < RETRY_AFTER_ERROR + 5, delay
+        assert await app.redis.keys(in_progress_key_prefix + "*") == []
+
+
+async def test_a_foreign_id_is_dropped_not_retried_forever(
+    db: Database, settings: Settings, redis_url: str
+) -> None:
+    async with consuming(worker_settings(settings, "http://127.0.0.1:9"), redis_url) as app:
+        await app.redis.zadd(FIRST_ATTEMPTS_QUEUE, {"deliver:not-a-number:1": 0})
+        await wait_for(lambda: _queue_empty(app), 5)
+        assert await app.redis.keys(in_progress_key_prefix + "*") == []
+
+
+async def _received(receiver: Receiver, count: int) -> bool:
+    return len(receiver.event_ids()) >= count
+
+
+async def _queue_empty(app: WorkerContext) -> bool:
+    return int(await app.redis.zcard(FIRST_ATTEMPTS_QUEUE)) == 0

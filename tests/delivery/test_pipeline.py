@@ -1,0 +1,178 @@
+"""The deliver job against real receivers: idempotency, Retry-After, redirects, timeouts, and
+a hanging endpoint that must not hold up a healthy one."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from arq.connections import create_pool
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from relay.db import Database, utcnow
+from relay.db.models import DeliveryAttempt
+from relay.queue import Job, RedisQueue, redis_settings
+from relay.settings import Settings
+from relay.tuning import DeliveryTuning
+from tests.support.deliveries import add_deliveries, count_status, delivery, run_job
+from tests.support.receiver import Receiver
+from tests.support.servers import serve
+from tests.support.worker import (
+    add_subscription,
+    running_worker,
+    wait_for,
+    worker_context,
+    worker_settings,
+)
+
+MAX_IN_FLIGHT = DeliveryTuning().max_in_flight
+
+
+async def test_the_same_job_twice_records_one_attempt(
+    db: Database, settings: Settings, redis_url: str
+) -> None:
+    receiver = Receiver(responder=lambda n: (204, {}, 0.2))
+    with serve(receiver.app()) as srv:
+        sub = await add_subscription(db, srv.url + "/hook")
+        first, second = await add_deliveries(db, [sub], 2)
+        async with worker_context(worker_settings(settings, srv.url), redis_url) as app:
+            # concurrently: both pass the "still waiting?" check, the CAS records one
+            results = await asyncio.gather(run_job(app, first, 1), run_job(app, first, 1))
+            # one after the other: the second finds the delivery moved on
+            sequential = [await run_job(app, second, 1), await run_job(app, second, 1)]
+    assert sorted(results) == ["succeeded", "succeeded"]
+    assert sequential == ["succeeded", "stale"]
+    for delivery_id in (first, second):
+        row, attempts = await delivery(db, delivery_id)
+        assert (row.status, row.attempts, len(attempts)) == ("succeeded", 1, 1)
+    ids = receiver.event_ids()
+    assert len(ids) == 3
+    assert len(set(ids)) == 2
+
+
+async def _one_attempt(
+    db: Database, settings: Settings, redis_url: str, status: int, headers: dict[str, str]
+) -> tuple[float, DeliveryAttempt, Receiver]:
+    """One attempt against a receiver answering ``status``; seconds until the next one."""
+    receiver = Receiver(responder=lambda n: (status, headers, 0.0))
+    with serve(receiver.app()) as srv:
+        sub = await add_subscription(db, srv.url + "/hook")
+        (delivery_id,) = await add_deliveries(db, [sub], 1)
+        async with worker_context(settings, redis_url) as app:
+            assert await run_job(app, delivery_id, 1) == "retrying"
+    row, attempts = await delivery(db, delivery_id)
+    assert row.next_attempt_at is not None
+    assert len(attempts) == 1
+    return (row.next_attempt_at - attempts[0].attempted_at).total_seconds(), attempts[0], receiver
+
+
+async def test_retry_after_is_honoured_but_never_shortens(
+    db: Database, settings: Settings, redis_url: str
+) -> None:
+    longer = worker_settings(settings, "http://127.0.0.1:9", retry_schedule="1,60")
+    delay, attempt, _ = await _one_attempt(db, longer, redis_url, 503, {"Retry-After": "20"})
+    assert 19 <= delay <= 22
+    assert attempt.status_code == 503
+    delay, _, _ = await _one_attempt(db, longer, redis_url, 429, {"Retry-After": "30"})
+    assert 29 <= delay <= 32
+
+    shorter = worker_settings(settings, "http://127.0.0.1:9", retry_schedule="10,60")
+    delay, _, _ = await _one_attempt(db, shorter, redis_url, 429, {"Retry-After": "0"})
+    assert delay >= 8  # the schedule's 10 s - 20 % jitter, not 0
+
+
+async def test_a_redirect_is_a_failure_and_is_not_followed(
+    db: Database, settings: Settings, redis_url: str
+) -> None:
+    fast = worker_settings(settings, "http://127.0.0.1:9")
+    _, attempt, receiver = await _one_attempt(db, fast, redis_url, 307, {"Location": "/elsewhere"})
+    assert attempt.status_code == 307
+    assert (attempt.error or "").startswith("redirect")
+    with receiver.lock:
+        assert [r.path for r in receiver.received] == ["/hook"]
+
+
+async def test_a_hanging_receiver_times_out_and_is_retried(
+    db: Database, settings: Settings, redis_url: str
+) -> None:
+    receiver = Receiver(responder=lambda n: (204, {}, 4.0 if n == 0 else 0.0))
+    with serve(receiver.app()) as srv:
+        sub = await add_subscription(db, srv.url + "/hook")
+        (delivery_id,) = await add_deliveries(db, [sub], 1)
+        options = worker_settings(settings, srv.url, delivery_timeout=1.0)
+        async with running_worker(options, redis_url):
+            await RedisQueue(await create_pool(redis_settings(redis_url))).enqueue(
+                [Job(delivery_id, 1, utcnow())]
+            )
+            await wait_for(lambda: _status_is(db, delivery_id, "succeeded"), 30)
+    row, attempts = await delivery(db, delivery_id)
+    assert (row.status, row.attempts) == ("succeeded", 2)
+    assert (attempts[0].error or "").startswith("timeout")
+    assert attempts[0].status_code is None
+    assert attempts[1].status_code == 204
+    assert attempts[0].duration_ms < 3000  # cut at the 1 s timeout, not the receiver's 4 s
+
+
+async def _status_is(db: Database, delivery_id: int, status: str) -> bool:
+    row, _ = await delivery(db, delivery_id)
+    return row.status == status
+
+
+class HangingReceiver:
+    """Holds every request for ``delay`` seconds; records the peak of concurrent requests."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.lock = threading.Lock()
+        self.current = 0
+        self.peak = 0
+        self.total = 0
+
+    def app(self) -> Starlette:
+        async def hook(request: Request) -> Response:
+            await request.body()
+            with self.lock:
+                self.current += 1
+                self.total += 1
+                self.peak = max(self.peak, self.current)
+            try:
+                await asyncio.sleep(self.delay)
+            finally:
+                with self.lock:
+                    self.current -= 1
+            return Response(status_code=204)
+
+        return Starlette(routes=[Route("/{path:path}", hook, methods=["POST"])])
+
+
+async def test_a_slow_endpoint_does_not_stop_a_healthy_one(
+    db: Database, settings: Settings, redis_url: str
+) -> None:
+    """The slow endpoint answers within the timeout, so every request it holds is one the
+    worker is waiting for: its peak concurrency is the worker's per-subscription bound."""
+    events = 150
+    healthy, hanging = Receiver(), HangingReceiver(delay=1.0)
+    with serve(healthy.app()) as ok_srv, serve(hanging.app()) as slow_srv:
+        slow = await add_subscription(db, slow_srv.url + "/slow")
+        fine = await add_subscription(db, ok_srv.url + "/fine")
+        ids = await add_deliveries(db, [slow, fine], events)
+        options = worker_settings(settings, ok_srv.url, delivery_timeout=2.0, retry_schedule="30")
+        async with running_worker(options, redis_url):
+            pool = await create_pool(redis_settings(redis_url))
+            # the hanging endpoint's jobs first in the queue, ahead of every healthy one
+            await RedisQueue(pool).enqueue([Job(i, 1, utcnow()) for i in ids])
+            await pool.aclose()
+            await wait_for(lambda: _count_is(db, "succeeded", fine.id, events), 40)
+            slow_done = await count_status(db, "succeeded", slow.id)
+    assert len(set(healthy.event_ids())) == events
+    # the slow endpoint never held more than its share of the worker's slots, and it had not
+    # had every event yet when the healthy endpoint had them all
+    assert 1 <= hanging.peak <= MAX_IN_FLIGHT
+    assert slow_done < events
+
+
+async def _count_is(db: Database, status: str, subscription_id: str, n: int) -> bool:
+    return await count_status(db, status, subscription_id) >= n
