@@ -2,28 +2,17 @@
 
 Full jitter (a uniform draw in ``[0, min(cap, base * 2**attempt)]``) rather than a fixed ladder:
 when Clever has an outage, every district's poll job fails at once, and jitter keeps them from
-retrying in lockstep. The client never retries by itself; the poll job decides, optionally via
-``with_retries``. 429s are not retried here: the pacer already holds requests until the reset.
+retrying in lockstep. The client never retries by itself; the poller decides (its
+``PollingTuning.backoff``). 429s are not retried here: the pacer holds requests until the reset.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
 
-from relay._exceptions import CleverServerError, CleverTransportError
-
-__all__ = ["RETRYABLE", "Backoff", "with_retries"]
-
-T = TypeVar("T")
-
-RETRYABLE: tuple[type[BaseException], ...] = (CleverTransportError, CleverServerError)
-
-logger = logging.getLogger("relay.clever")
+__all__ = ["Backoff"]
 
 # 2**60 seconds is already far beyond any cap; stop there so the float can't overflow.
 _MAX_EXPONENT = 60
@@ -50,36 +39,3 @@ class Backoff:
     def next_delay(self, attempt: int) -> float:
         """A jittered delay after the ``attempt``-th failure (0-based: the first failure is 0)."""
         return self.rng() * self.ceiling(attempt)
-
-
-async def with_retries(
-    fn: Callable[[], Awaitable[T]],
-    *,
-    backoff: Backoff,
-    max_attempts: int,
-    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
-    retry_on: tuple[type[BaseException], ...] = RETRYABLE,
-) -> T:
-    """Call ``fn`` up to ``max_attempts`` times, sleeping ``backoff`` between retryable errors.
-
-    Anything not in ``retry_on`` (401, 4xx, bad bodies, 429) propagates at once; the last
-    retryable error propagates when the attempts run out.
-    """
-    if max_attempts < 1:
-        raise ValueError("max_attempts must be >= 1")
-    attempt = 0
-    while True:
-        try:
-            return await fn()
-        except retry_on as exc:
-            if attempt + 1 >= max_attempts:
-                raise
-            delay = backoff.next_delay(attempt)
-            logger.warning(
-                "Clever call failed, retrying in %.2fs: %s",
-                delay,
-                exc,
-                extra={"attempt": attempt + 1, "retry_delay": delay},
-            )
-            await sleep(delay)
-            attempt += 1

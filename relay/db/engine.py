@@ -60,7 +60,6 @@ class Database:
         self.url = url
         self.engine = _create_engine(url)
         self._write_engine = self.engine.execution_options(**{_WRITE_OPTION: True})
-        self.is_sqlite = self.engine.dialect.name == "sqlite"
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:

@@ -1,4 +1,4 @@
-"""Which addresses the relay may POST to (the "Targets" rule of DESIGN.md).
+"""Which addresses the relay may POST to (``docs/architecture.md``, "Targets").
 
 Targets are internal services, so private and loopback addresses are fine. What is never fine
 is link-local space, where clouds serve instance metadata and credentials (169.254.0.0/16,

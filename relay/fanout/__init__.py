@@ -1,3 +1,3 @@
-"""Fan-out: which subscriptions want an event. ``matching`` is the pure rule (the "Matching"
-contract of DESIGN.md); ``subscribers`` applies it inside the page's transaction, so an event
-is never stored without its deliveries."""
+"""Fan-out: which subscriptions want an event. ``matching`` is the pure rule
+(``docs/architecture.md``, "Matching"); ``subscribers`` applies it inside the page's
+transaction, so an event is never stored without its deliveries."""

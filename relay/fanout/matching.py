@@ -1,4 +1,4 @@
-"""Which subscriptions an event is for (the "Matching" contract of DESIGN.md).
+"""Which subscriptions an event is for (``docs/architecture.md``, "Matching").
 
 A subscription filters on record type, action, district and school; an empty filter dimension
 matches everything. The school dimension is the subtle one: a record's schools are read both

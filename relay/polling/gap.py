@@ -1,7 +1,7 @@
 """The gap rule: a cursor Clever may have expired without saying so.
 
 Clever keeps events for a limited time and answers a cursor older than that with 200, from
-its oldest retained event (``clever-notes.md``): the events in between are gone, silently.
+its oldest retained event (``docs/architecture.md``): the events in between are gone, silently.
 The poller applies this rule to every page and stores the result on the district
 (``status: gap_detected`` with the window in ``last_error``) until an operator acknowledges it.
 """

@@ -15,8 +15,9 @@ from relay.db import Database
 from relay.db.models import Delivery, DeliveryAttempt
 from relay.secrets import RuntimeSecrets
 from relay.settings import Settings, get_settings
-from tests.api.test_deliveries import T0, add_delivery, add_subscription
 from tests.support.config import ADMIN_TOKEN
+from tests.support.log_rows import T0, add_delivery
+from tests.support.log_rows import add_owned_subscription as add_subscription
 from tests.support.servers import free_port, serve
 
 

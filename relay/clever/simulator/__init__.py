@@ -1,9 +1,9 @@
 """A simulated Clever Events API (v3.1) for tests, benchmarks and the ``relay run`` demo.
 
-It reproduces the real API's quirks (see ``clever-notes.md``): oldest-first paging with
-relative links, ``ending_before=last``, silent expiry of old cursors, per-token fixed-window
-rate limits, HTML 404s, and faults injected on demand. ``create_app(Simulator(config))``
-gives a Starlette app; ``/_sim/...`` is its control API.
+It reproduces the real API's quirks (``docs/architecture.md``, "Clever's behaviour"):
+oldest-first paging with relative links, ``ending_before=last``, silent expiry of old
+cursors, per-token fixed-window rate limits, HTML 404s, and faults injected on demand.
+``create_app(Simulator(config))`` gives a Starlette app; ``/_sim/...`` is its control API.
 """
 
 from __future__ import annotations

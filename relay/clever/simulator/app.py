@@ -5,7 +5,7 @@ Order of checks for ``/v3.1/...`` requests: injected fault (``slow`` delays and 
 limit (429, empty body), then the route. Every API response carries ``clever-request-id``
 and the rate-limit headers, except the HTML 404 (rate-limit headers only) and /oauth/tokens.
 
-Choices where Clever's behaviour is unconfirmed (clever-notes.md): a malformed cursor or an
+Choices where Clever's behaviour is unconfirmed (``docs/architecture.md``): a malformed cursor or an
 unknown ``record_type`` is a 400; ``school=`` keeps only events whose record belongs to that
 school before or after the change (districts, courses, terms, resources, contacts never do);
 ``next``/``prev`` links keep ``limit`` and the filters, with keys sorted as Go's
