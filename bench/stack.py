@@ -146,7 +146,14 @@ class Stack:
             "RELAY_LOG_FORMAT": "json",
         }
 
-    def seed(self, district_id: str, token: str, receiver_url: str, subscriptions: int) -> None:
+    def seed(
+        self,
+        district_id: str,
+        token: str,
+        receiver_url: str,
+        subscriptions: int,
+        ordered: bool = False,
+    ) -> None:
         """K subscriptions to everything, each at a path of its own, and the district from its
         earliest event."""
 
@@ -157,7 +164,10 @@ class Stack:
                     for k in range(subscriptions):
                         session.add(
                             Subscription(
-                                owner="bench", url=f"{receiver_url}/{k}", secret=generate_secret()
+                                owner="bench",
+                                url=f"{receiver_url}/{k}",
+                                secret=generate_secret(),
+                                ordered=ordered,
                             )
                         )
                     session.add(District(id=district_id, token=token, start_from="earliest"))

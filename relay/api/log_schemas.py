@@ -23,7 +23,12 @@ class _DeliveryFields(BaseModel):
     status: DeliveryStatusName
     created_at: datetime
     next_attempt_at: datetime | None = Field(
-        description="when the next attempt is due; null once succeeded, failed or cancelled"
+        description="when the next attempt is due; null once succeeded, failed or cancelled, "
+        "while parked (subscription disabled) or while waiting_for is set"
+    )
+    waiting_for: int | None = Field(
+        description="ordered subscriptions: the delivery of the same record's previous event "
+        "that must end first; this one stays pending until it has"
     )
     last_status_code: int | None = Field(
         description="HTTP status of the latest attempt; null before any attempt or when the "

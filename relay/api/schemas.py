@@ -96,6 +96,10 @@ class SubscriptionCreate(SubscriptionFilters):
         json_schema_extra={"pattern": "^whsec_[A-Za-z0-9+/]{32,88}={0,2}$"},
     )
     enabled: StrictBool = True
+    ordered: StrictBool = Field(
+        default=False,
+        description="deliver each record's events one at a time, in Clever's order",
+    )
     owner: OwnerName | None = Field(
         default=None, description="admin only; a service token always creates its own"
     )
@@ -115,6 +119,7 @@ class SubscriptionUpdate(SubscriptionFilters):
     url: WebhookUrl | None = None
     description: str | None = Field(default=None, max_length=1000)
     enabled: StrictBool | None = None
+    ordered: StrictBool | None = None
 
     @field_validator("url")
     @classmethod
@@ -132,6 +137,7 @@ class Subscription(BaseModel):
     schools: list[str]
     districts: list[str]
     enabled: bool
+    ordered: bool
     disabled_reason: str | None
     created_at: datetime
     updated_at: datetime

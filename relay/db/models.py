@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Column, Index, Integer, Text, UniqueConstraint
+from sqlalchemy import false as sa_false
 from sqlmodel import Field, SQLModel
 
 from relay.clever.events import object_id_time
@@ -48,6 +49,8 @@ class DeliveryStatus(StrEnum):
 
 WAITING = (DeliveryStatus.PENDING, DeliveryStatus.RETRYING)
 """Delivery statuses that still expect an attempt."""
+FINAL = (DeliveryStatus.SUCCEEDED, DeliveryStatus.FAILED, DeliveryStatus.CANCELLED)
+"""Delivery statuses that end it (a manual retry may still send it again)."""
 
 
 class District(SQLModel, table=True):
@@ -103,6 +106,8 @@ class Subscription(SQLModel, table=True):
     previous_secret: str | None = Field(default=None, max_length=128)
     previous_secret_expires_at: datetime | None = _utc_column()
     enabled: bool = True
+    # the events of one record go one at a time, in Clever's order (docs/architecture.md)
+    ordered: bool = Field(default=False, sa_column_kwargs={"server_default": sa_false()})
     disabled_reason: str | None = Field(default=None, max_length=500)
     failing_since: datetime | None = _utc_column()
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
@@ -136,6 +141,7 @@ class Delivery(SQLModel, table=True):
         Index("ix_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
         Index("ix_deliveries_event_id", "event_id"),
         Index("ix_deliveries_created_at", "created_at"),
+        Index("ix_deliveries_waiting_for", "waiting_for"),
     )
 
     id: int | None = Field(default=None, sa_type=BigId, primary_key=True)
@@ -147,6 +153,9 @@ class Delivery(SQLModel, table=True):
     manual_attempts: int = 0  # retries asked for through the API; not part of the schedule
     manual_retry: bool = False  # the next attempt was asked for through the API
     next_attempt_at: datetime | None = _utc_column()
+    # ordered subscriptions: the delivery of this record's previous event that must end
+    # first; set means pending with no next attempt, until that one ends
+    waiting_for: int | None = Field(default=None, sa_type=BigId)
     last_status_code: int | None = None
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)

@@ -1,13 +1,15 @@
 """Retention: events, deliveries and attempts older than ``RELAY_RETENTION_DAYS`` are deleted
 in small batches, each its own short transaction, so the purge never holds long locks (on
 SQLite it would otherwise stall every writer). A delivery still waiting for an attempt is
-kept, and so is its event, whatever its age: retention never loses a delivery."""
+kept, and so is its event, whatever its age: retention never loses a delivery; nor one that
+a delivery of an ordered subscription waits for."""
 
 from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
 
+from sqlalchemy.orm import aliased
 from sqlmodel import col, delete, exists, select
 
 from relay.db.engine import Database, utcnow
@@ -18,6 +20,10 @@ logger = logging.getLogger("relay.retention")
 
 async def purge_deliveries(db: Database, cutoff: datetime, batch: int) -> int:
     purged = 0
+    waiter = aliased(Delivery)
+    # a delivery that ends releases the one waiting for it in the same transaction, so
+    # none should be awaited; kept anyway if one is (an ordered chain never loses a link)
+    awaited = exists().where(col(waiter.waiting_for) == col(Delivery.id))
     while True:
         async with db.write() as session:
             ids = list(
@@ -26,6 +32,7 @@ async def purge_deliveries(db: Database, cutoff: datetime, batch: int) -> int:
                         select(Delivery.id)
                         .where(col(Delivery.created_at) < cutoff)
                         .where(col(Delivery.status).not_in(WAITING))
+                        .where(~awaited)
                         .order_by(col(Delivery.id))
                         .limit(batch)
                     )

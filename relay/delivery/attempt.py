@@ -30,6 +30,7 @@ class Attempt:
     attempts: int
     manual_attempts: int
     manual_retry: bool
+    waiting_for: int | None
     event_id: str
     body: str | None
     subscription: Subscription | None
@@ -45,9 +46,14 @@ class Attempt:
 
     @property
     def due(self) -> bool:
-        """The database still waits for exactly this attempt (else the job is a duplicate
-        or stale: the reconciler, a crash or a Redis replay queued it again)."""
-        return self.status in WAITING and self.attempts == self.job.attempt - 1
+        """The database still waits for exactly this attempt, and not for another delivery
+        first (else the job is a duplicate or stale: the reconciler, a crash or a Redis
+        replay queued it again)."""
+        return (
+            self.status in WAITING
+            and self.attempts == self.job.attempt - 1
+            and self.waiting_for is None
+        )
 
 
 async def load_attempts(db: Database, jobs: Sequence[Job]) -> list[Attempt | None]:
@@ -60,6 +66,7 @@ async def load_attempts(db: Database, jobs: Sequence[Job]) -> list[Attempt | Non
             deliveries.c.attempts,
             deliveries.c.manual_attempts,
             deliveries.c.manual_retry,
+            deliveries.c.waiting_for,
             deliveries.c.subscription_id,
             deliveries.c.event_id,
             events.c.body,
@@ -88,6 +95,7 @@ async def load_attempts(db: Database, jobs: Sequence[Job]) -> list[Attempt | Non
                 attempts=row.attempts,
                 manual_attempts=row.manual_attempts,
                 manual_retry=bool(row.manual_retry),
+                waiting_for=row.waiting_for,
                 event_id=row.event_id,
                 body=row.body,
                 subscription=subscriptions.get(row.subscription_id),

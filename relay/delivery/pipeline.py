@@ -26,7 +26,7 @@ from sqlmodel import col, update
 
 from relay._exceptions import SubscriptionBusy
 from relay.coalesce import Coalescer
-from relay.db import Database, utcnow
+from relay.db import Database, chains, utcnow
 from relay.db.models import WAITING, Delivery, DeliveryStatus, Subscription
 from relay.delivery.attempt import Attempt, load_attempts
 from relay.delivery.outcome import state_after
@@ -138,18 +138,25 @@ class AttemptPipeline:
         return statuses
 
     async def _settle(self, attempt: Attempt, status: DeliveryStatus | None) -> None:
-        """Cancel a delivery (``status``) or park it (None: no next attempt until its
-        subscription is re-enabled)."""
-        values: dict[str, object] = {"next_attempt_at": None, "updated_at": utcnow()}
+        """Cancel a delivery (``status``; the one waiting for it is released) or park it
+        (None: no next attempt until its subscription is re-enabled)."""
+        now = utcnow()
+        values: dict[str, object] = {"next_attempt_at": None, "updated_at": now}
         if status is not None:
             values["status"] = status
         async with self.db.write() as session:
-            await session.exec(
+            result = await session.exec(
                 update(Delivery)
                 .where(col(Delivery.id) == attempt.delivery_id)
                 .where(col(Delivery.status).in_(WAITING))
                 .values(**values)
             )
+            released: list[chains.Released] = []
+            if status is not None and result.rowcount:
+                released = await chains.release(
+                    await session.connection(), [attempt.delivery_id], now
+                )
+        await self.queue.enqueue([Job(i, n + 1, now, manual) for i, n, manual in released])
 
     @staticmethod
     def _log(

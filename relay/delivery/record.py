@@ -17,8 +17,8 @@ from sqlalchemy import bindparam
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from relay.db import utcnow
-from relay.db.models import Delivery, DeliveryAttempt, DeliveryStatus, Subscription
+from relay.db import chains, utcnow
+from relay.db.models import FINAL, Delivery, DeliveryAttempt, DeliveryStatus, Subscription
 from relay.db.tables import table_of
 from relay.delivery.attempt import Attempt
 from relay.delivery.outcome import state_after
@@ -46,7 +46,9 @@ async def record_attempts(
     with the rows locked (FOR UPDATE; SQLite's write transaction already holds the database),
     and only attempts that are the next one, the first of each delivery in the batch, are
     applied (one executemany UPDATE, still guarded by the count, and one multi-row INSERT of
-    the attempt rows). A subscription is updated only when its health changes."""
+    the attempt rows). A subscription is updated only when its health changes. A delivery
+    that ends releases the one of an ordered subscription waiting for it
+    (``relay.db.chains``), in the same transaction."""
     if not sent:
         return [], []
     conn = await session.connection()
@@ -82,6 +84,9 @@ async def record_attempts(
             updates,
         )
         await conn.execute(table_of(DeliveryAttempt).insert(), attempt_rows)
+    ended = [a.delivery_id for (a, _), s in zip(sent, statuses, strict=True) if s in FINAL]
+    released = await chains.release(conn, ended, now)
+    next_jobs += [Job(i, n + 1, now, manual) for i, n, manual in released]
     for (attempt, outcome), recorded in zip(sent, statuses, strict=True):
         if recorded is not None and attempt.subscription is not None:
             await _update_health(session, attempt.subscription, outcome, now, disable_after)

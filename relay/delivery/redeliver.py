@@ -35,6 +35,7 @@ async def request_redelivery(session: AsyncSession, now: datetime, *conditions: 
             status=DeliveryStatus.RETRYING,
             manual_retry=True,
             next_attempt_at=now,
+            waiting_for=None,  # an ordered delivery asked for is sent now, out of its chain
             updated_at=now,
         )
         .returning(col(Delivery.id), col(Delivery.attempts))

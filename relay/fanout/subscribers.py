@@ -18,6 +18,7 @@ from relay.fanout.matching import Filter, record_schools, split_type
 class Subscriber:
     subscription_id: str
     filter: Filter
+    ordered: bool = False
 
 
 async def load_subscribers(session: AsyncSession) -> list[Subscriber]:
@@ -32,6 +33,7 @@ async def load_subscribers(session: AsyncSession) -> list[Subscriber]:
                 districts=frozenset(s.districts),
                 schools=frozenset(s.schools),
             ),
+            s.ordered,
         )
         for s in rows
     ]
@@ -39,10 +41,10 @@ async def load_subscribers(session: AsyncSession) -> list[Subscriber]:
 
 def subscribers_of(
     event: dict[str, Any], district_id: str, subscribers: Sequence[Subscriber]
-) -> Iterable[str]:
-    """Subscription ids that want ``event``; its schools are computed once for all targets."""
+) -> Iterable[Subscriber]:
+    """The subscribers that want ``event``; its schools are computed once for all of them."""
     record_type, action = split_type(event.get("type"))
     schools = record_schools(event)
     for subscriber in subscribers:
         if subscriber.filter.matches_facts(record_type, action, district_id, schools):
-            yield subscriber.subscription_id
+            yield subscriber

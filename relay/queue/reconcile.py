@@ -106,6 +106,7 @@ class Reconciler:
         parked = (
             col(Delivery.status).in_(WAITING),
             col(Delivery.next_attempt_at).is_(None),
+            col(Delivery.waiting_for).is_(None),  # waits for its record's previous event
             col(Delivery.subscription_id).in_(enabled),
         )
         async with self.db.read() as session:  # a cheap look first: most runs find nothing

@@ -31,6 +31,19 @@ def test_secret_is_shown_once_and_signs(admin: httpx.Client) -> None:
     assert shown["schools"] == ["s1"]
 
 
+def test_ordered_is_off_by_default_set_on_create_and_patch_and_shown(admin: httpx.Client) -> None:
+    plain = create(admin).json()
+    assert plain["ordered"] is False
+    body = create(admin, ordered=True).json()
+    assert body["ordered"] is True
+    assert admin.get(f"/v1/subscriptions/{body['id']}").json()["ordered"] is True
+    patched = admin.patch(f"/v1/subscriptions/{body['id']}", json={"ordered": False})
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["ordered"] is False
+    listed = {s["id"]: s["ordered"] for s in admin.get("/v1/subscriptions").json()["data"]}
+    assert listed == {plain["id"]: False, body["id"]: False}
+
+
 def test_supplied_secret_is_kept(admin: httpx.Client) -> None:
     secret = "whsec_" + base64.b64encode(b"k" * 24).decode()
     assert create(admin, secret=secret).json()["secret"] == secret
@@ -48,6 +61,7 @@ def test_supplied_secret_is_kept(admin: httpx.Client) -> None:
         ({"secret": "whsec_" + base64.b64encode(b"short").decode()}, "secret"),
         ({"colour": "blue"}, "colour: unknown field"),
         ({"enabled": "maybe"}, "enabled"),
+        ({"ordered": "yes"}, "ordered"),
     ],
 )
 def test_bad_input_is_named(admin: httpx.Client, fields: dict[str, object], needle: str) -> None:

@@ -84,6 +84,7 @@ async def _record(
         attempts=attempt - 1,
         manual_attempts=0,
         manual_retry=False,
+        waiting_for=None,
         event_id="e" * 24,
         body="{}",
         subscription=sub,

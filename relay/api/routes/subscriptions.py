@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlmodel import col, select, update
+from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -22,6 +23,7 @@ from relay.db.models import WAITING, Delivery, DeliveryStatus, Subscription
 from relay.delivery.probe import send_test
 from relay.delivery.signing import active_secrets, generate_secret
 from relay.delivery.targets import check_target_url
+from relay.queue import Job
 
 SECRET_OVERLAP = timedelta(hours=24)
 
@@ -83,6 +85,7 @@ async def create_subscription(request: Request) -> Response:
         districts=body.districts or [],
         secret=body.secret or generate_secret(),
         enabled=body.enabled,
+        ordered=body.ordered,
     )
     async with svc.db.write() as session:
         session.add(sub)
@@ -158,9 +161,25 @@ async def update_subscription(request: Request) -> Response:
         if body.enabled is not None:
             sub.disabled_reason = None
             sub.failing_since = None
-        sub.updated_at = utcnow()
+        sub.updated_at = now = utcnow()
         session.add(sub)
+        released = [] if sub.ordered else await _release_waiting(session, sub.id, now)
+    if svc.queue is not None and released:
+        await svc.queue.enqueue(released)
     return JSONResponse(subscription_fields(sub))
+
+
+async def _release_waiting(session: AsyncSession, subscription_id: str, now: datetime) -> list[Job]:
+    """No longer ordered: what waited for its record's previous event is due now."""
+    result = await session.exec(
+        update(Delivery)
+        .where(col(Delivery.subscription_id) == subscription_id)
+        .where(col(Delivery.waiting_for).is_not(None))
+        .where(col(Delivery.status).in_(WAITING))
+        .values(waiting_for=None, next_attempt_at=now, updated_at=now)
+        .returning(col(Delivery.id), col(Delivery.attempts), col(Delivery.manual_retry))
+    )
+    return [Job(int(i), int(n) + 1, now, bool(m)) for i, n, m in result.all()]
 
 
 @operation(

@@ -1,0 +1,119 @@
+"""Ordered subscriptions on a real database: the deliveries of one record wait for each
+other in Clever's order, and the transaction that ends one releases the next."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from relay.db import Database, utcnow
+from relay.db.models import WAITING, Delivery
+from relay.db.retention import purge_deliveries
+from relay.queue import Job
+from tests.support.chains import OUTCOMES, World, check_chains
+
+
+async def test_a_records_events_wait_in_order_and_records_are_independent(db: Database) -> None:
+    world = await World(db).create()
+    due = await world.page(["a", "b", "a", "a"])
+    ordered = await world.deliveries(world.ordered)
+    a1, b1, a2, a3 = (d for d, _ in ordered)
+    assert (a1.waiting_for, b1.waiting_for, a2.waiting_for, a3.waiting_for) == (
+        None,
+        None,
+        a1.id,
+        a2.id,
+    )
+    # the unordered subscription's four are all due at once, the ordered one's a1 and b1
+    unordered = [d.id for d, _ in await world.deliveries(world.unordered)]
+    assert sorted(j.delivery_id for j in due) == sorted([a1.id, b1.id, *unordered])
+    # a later page chains behind the record's newest waiting delivery
+    await world.page(["a"])
+    *_, (a4, _) = await world.deliveries(world.ordered)
+    assert a4.waiting_for == a3.id
+    check_chains(await world.deliveries(world.ordered))
+
+
+async def test_a_retry_holds_the_chain_and_the_end_releases_it(db: Database) -> None:
+    world = await World(db).create()
+    await world.page(["a", "a"])
+    (a1, _), (a2, _) = await world.deliveries(world.ordered)
+    assert await world.finish(a1, OUTCOMES["retry"]) == [
+        Job(a1.id or 0, 2, (await world.deliveries(world.ordered))[0][0].next_attempt_at)
+    ]
+    (a1, _), (a2, _) = await world.deliveries(world.ordered)
+    assert (a1.status, a2.waiting_for, a2.next_attempt_at) == ("retrying", a1.id, None)
+    released = await world.finish(a1, OUTCOMES["success"])
+    (a1, _), (a2, _) = await world.deliveries(world.ordered)
+    assert a1.status == "succeeded"
+    assert (a2.waiting_for, a2.status) == (None, "pending")
+    assert a2.next_attempt_at is not None
+    assert [(j.delivery_id, j.attempt) for j in released] == [(a2.id, 1)]
+
+
+async def test_a_failed_delivery_releases_the_next(db: Database) -> None:
+    world = await World(db).create()
+    await world.page(["a", "a"])
+    (a1, _), _ = await world.deliveries(world.ordered)
+    released = await world.finish(a1, OUTCOMES["gone"])  # 410: failed at once
+    (a1, _), (a2, _) = await world.deliveries(world.ordered)
+    assert a1.status == "failed"
+    assert [j.delivery_id for j in released] == [a2.id]
+
+
+async def test_retention_keeps_a_delivery_someone_waits_for(db: Database) -> None:
+    world = await World(db).create()
+    await world.page(["a", "a"])
+    (a1, _), _ = await world.deliveries(world.ordered)
+    old = utcnow() - timedelta(days=60)
+    async with db.write() as session:  # an ended delivery still awaited: must never happen,
+        row = await session.get(Delivery, a1.id)  # but if it did, the link is kept
+        assert row is not None
+        row.status, row.created_at = "succeeded", old
+        session.add(row)
+    assert await purge_deliveries(db, utcnow() - timedelta(days=30), batch=10) == 0
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(st.just("page"), st.lists(st.sampled_from("abc"), max_size=4)),
+            st.tuples(st.sampled_from(sorted(OUTCOMES)), st.integers(0, 5)),
+        ),
+        max_size=14,
+    )
+)
+async def test_release_rule_holds_whatever_the_order_of_pages_and_outcomes(
+    db: Database, steps: list[tuple[str, object]]
+) -> None:
+    """Pages of events for three records and outcomes of whatever is due, in any order:
+    at every step each record's waiting deliveries form one chain, and only its oldest is
+    due; at the end, once everything due is answered with success, nothing is left."""
+    world = await World(db).create()
+    for kind, arg in steps:
+        if kind == "page":
+            assert isinstance(arg, list)
+            await world.page(arg)
+        else:
+            due = [d for d, _ in await world.deliveries(world.ordered) if _due(d)]
+            if due:
+                assert isinstance(arg, int)
+                await world.finish(due[arg % len(due)], OUTCOMES[kind])
+        check_chains(await world.deliveries(world.ordered))
+    for _ in range(100):  # drain: every chain ends, none is stranded
+        due = [d for d, _ in await world.deliveries(world.ordered) if _due(d)]
+        if not due:
+            break
+        await world.finish(due[0], OUTCOMES["success"])
+    assert all(d.status not in WAITING for d, _ in await world.deliveries(world.ordered))
+
+
+def _due(delivery: Delivery) -> bool:
+    return delivery.status in WAITING and delivery.waiting_for is None
