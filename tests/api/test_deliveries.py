@@ -37,6 +37,7 @@ async def test_list_items_newest_first(db: Database, admin: httpx.Client) -> Non
         "attempts",
         "created_at",
         "next_attempt_at",
+        "waiting_for",
         "last_status_code",
     }
     assert item["subscription_id"] == sub

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from arq.connections import create_pool
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from relay.db import Database, utcnow
-from relay.db.models import WAITING, Delivery
+from relay.db.models import WAITING, Delivery, Subscription
 from relay.db.retention import purge_deliveries
-from relay.queue import Job
+from relay.delivery.sender import AttemptOutcome
+from relay.queue import Job, RedisQueue, redis_settings
+from relay.queue.reconcile import Reconciler
 from tests.support.chains import OUTCOMES, World, check_chains
 
 
@@ -117,3 +120,44 @@ async def test_release_rule_holds_whatever_the_order_of_pages_and_outcomes(
 
 def _due(delivery: Delivery) -> bool:
     return delivery.status in WAITING and delivery.waiting_for is None
+
+
+async def test_retry_after_holds_the_chain_like_any_retry(db: Database) -> None:
+    world = await World(db).create()
+    await world.page(["a", "a"])
+    (a1, _), _ = await world.deliveries(world.ordered)
+    busy = AttemptOutcome(status_code=503, duration_ms=1, error="http 503", retry_after="5")
+    assert [j.delivery_id for j in await world.finish(a1, busy)] == [a1.id]  # its own retry
+    (a1, _), (a2, _) = await world.deliveries(world.ordered)
+    assert (a1.status, a2.waiting_for, a2.next_attempt_at) == ("retrying", a1.id, None)
+
+
+async def test_a_disabled_subscription_resumes_each_record_in_order(
+    db: Database, redis_url: str
+) -> None:
+    """410 fails a1 (releasing a2) and disables the subscription; a2 is parked when its job
+    runs; re-enabling wakes a2 alone, a3 still waits for it."""
+    world = await World(db).create()
+    await world.page(["a", "a", "a"])
+    (a1, _), _, _ = await world.deliveries(world.ordered)
+    await world.finish(a1, OUTCOMES["gone"])
+    async with db.write() as session:
+        sub = await session.get(Subscription, world.ordered)
+        assert sub is not None
+        assert not sub.enabled
+        (_, (a2, _), _) = await world.deliveries(world.ordered)
+        parked = await session.get(Delivery, a2.id)
+        assert parked is not None
+        parked.next_attempt_at = None  # what the deliver job does for a disabled subscription
+        session.add(parked)
+        sub.enabled = True
+        session.add(sub)
+    pool = await create_pool(redis_settings(redis_url))
+    try:
+        woken = await Reconciler(db, RedisQueue(pool)).unpark()
+    finally:
+        await pool.aclose()
+    _, (a2, _), (a3, _) = await world.deliveries(world.ordered)
+    assert [j.delivery_id for j in woken] == [a2.id]
+    assert (a3.waiting_for, a3.next_attempt_at) == (a2.id, None)
+    check_chains(await world.deliveries(world.ordered))
