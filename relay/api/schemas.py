@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints
 from relay._exceptions import TargetNotAllowed
 from relay.delivery.signing import parse_secret
 from relay.delivery.targets import TargetPolicy, validate_target_url
-from relay.fanout.matching import ACTIONS, RECORD_TYPES
+from relay.fanout.matching import ACTIONS, RECORD_TYPES, ROLES, parse_path
 
 Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
 OwnerName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,100}$")]
@@ -35,6 +35,9 @@ def check_url(value: str) -> str:
 
 RecordType = Literal["users", "sections", "schools", "courses", "terms", "districts", "resources"]
 Action = Literal["created", "updated", "deleted"]
+Role = Literal["student", "teacher", "staff", "district_admin", "contact"]
+PATH = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
+FieldPath = Annotated[str, StringConstraints(max_length=200, pattern=PATH)]
 
 
 def _check_members(values: object, allowed: tuple[str, ...], what: str) -> object:
@@ -59,6 +62,31 @@ class SubscriptionFilters(RequestBody):
     actions: list[Action] | None = None
     schools: list[Identifier] | None = Field(default=None, max_length=1000)
     districts: list[Identifier] | None = Field(default=None, max_length=1000)
+    roles: list[Role] | None = Field(
+        default=None, description="users.* events of users holding one of these roles"
+    )
+    changed: list[FieldPath] | None = Field(
+        default=None,
+        max_length=100,
+        description="*.updated events whose previous_attributes hold one of these dotted "
+        "paths (e.g. roles.student.school, name, teachers) or something below it",
+    )
+
+    @field_validator("roles", mode="before")
+    @classmethod
+    def _roles(cls, v: object) -> object:
+        return _check_members(v, ROLES, "role")
+
+    @field_validator("changed", mode="before")
+    @classmethod
+    def _changed(cls, v: object) -> object:
+        if isinstance(v, list):
+            for path in v:
+                if not isinstance(path, str):
+                    raise ValueError(f"expected a dotted field path string, got {path!r}")
+                parse_path(path)
+            return sorted(set(v))
+        return v
 
     @field_validator("record_types", mode="before")
     @classmethod
@@ -136,6 +164,8 @@ class Subscription(BaseModel):
     actions: list[str]
     schools: list[str]
     districts: list[str]
+    roles: list[str]
+    changed: list[str]
     enabled: bool
     ordered: bool
     disabled_reason: str | None

@@ -102,6 +102,12 @@ class Subscription(SQLModel, table=True):
     actions: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     schools: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     districts: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    roles: list[str] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False, server_default="[]")
+    )
+    changed: list[str] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False, server_default="[]")
+    )
     secret: str = Field(max_length=128)
     previous_secret: str | None = Field(default=None, max_length=128)
     previous_secret_expires_at: datetime | None = _utc_column()

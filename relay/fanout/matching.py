@@ -8,6 +8,11 @@ left) and of B (who must learn the student arrived). Records tied to no school a
 courses, terms, resources, and users whose roles carry no school, such as contacts and district
 admins) pass any school filter; subscribers exclude them with ``record_types``.
 
+Two filters speak Clever's roster. ``roles`` passes a ``users.*`` event whose user holds a
+listed role before or after the change (other record types pass it); ``changed`` passes an
+``*.updated`` event whose ``previous_attributes`` holds a listed dotted path or something below
+it (``created`` and ``deleted`` events pass it: exclude them with ``actions``).
+
 Events come straight from Clever and are stored as received, so every accessor here is defensive:
 an odd shape (missing keys, a list where a dict was expected, a number where an id was expected)
 yields "no school" or "no match", never an exception that would stall a district's poll.
@@ -15,7 +20,8 @@ yields "no school" or "no match", never an exception that would stall a district
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import re
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +36,11 @@ RECORD_TYPES: tuple[str, ...] = (
 )
 ACTIONS: tuple[str, ...] = ("created", "updated", "deleted")
 EVENT_TYPES: tuple[str, ...] = tuple(f"{r}.{a}" for r in RECORD_TYPES for a in ACTIONS)
+
+#: The roles a Clever user can hold (the keys of ``object.roles``).
+ROLES: tuple[str, ...] = ("student", "teacher", "staff", "district_admin", "contact")
+#: A ``changed`` filter entry: a dotted field path such as ``roles.student.school``.
+FIELD_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 #: Record types whose records can be tied to schools; every other type is school-less.
 SCHOOL_RECORD_TYPES: frozenset[str] = frozenset({"users", "sections", "schools"})
@@ -95,6 +106,67 @@ def record_schools(event: Mapping[str, Any]) -> frozenset[str]:
     return frozenset(_schools_of(record_type, after)) | frozenset(_schools_of(record_type, before))
 
 
+def previous_attributes(event: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``data.previous_attributes`` (what an update changed), or empty."""
+    if not isinstance(event, Mapping):
+        return {}
+    return _as_mapping(_as_mapping(event.get("data")).get("previous_attributes"))
+
+
+def record_roles(event: Mapping[str, Any]) -> frozenset[str]:
+    """The roles a ``users.*`` event's user held before or after the change (the keys of
+    ``object.roles`` and of ``previous_attributes.roles``); empty for anything else."""
+    if not isinstance(event, Mapping) or split_type(event.get("type"))[0] != "users":
+        return frozenset()
+    after = _as_mapping(_as_mapping(_as_mapping(event.get("data")).get("object")).get("roles"))
+    before = _as_mapping(previous_attributes(event).get("roles"))
+    return frozenset(k for k in (*after, *before) if isinstance(k, str))
+
+
+def parse_path(path: str) -> tuple[str, ...]:
+    """``"roles.student.school"`` -> ``("roles", "student", "school")``; ValueError when it is
+    not a dotted field path."""
+    if not isinstance(path, str) or not FIELD_PATH.fullmatch(path):
+        raise ValueError(f"{path!r} is not a dotted field path such as roles.student.school")
+    return tuple(path.split("."))
+
+
+def holds_path(previous: Mapping[str, Any], path: tuple[str, ...]) -> bool:
+    """Whether ``previous_attributes`` holds ``path``, or something below it (``roles``
+    holds every change under ``roles``). A whole object or array counts as holding what is
+    inside it: Clever sends some changed objects whole."""
+    node: object = previous
+    for key in path:
+        if not isinstance(node, Mapping) or key not in node:
+            return False
+        node = node[key]
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """What the filters look at in one event, computed once for all subscriptions."""
+
+    record_type: str
+    action: str
+    district_id: str
+    schools: frozenset[str]
+    roles: frozenset[str]
+    previous: Mapping[str, Any]
+
+    @classmethod
+    def of(cls, event: Mapping[str, Any], district_id: str) -> Facts:
+        record_type, action = split_type(event.get("type"))
+        return cls(
+            record_type,
+            action,
+            district_id,
+            record_schools(event),
+            record_roles(event),
+            previous_attributes(event),
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class Filter:
     """A subscription's filter; an empty set in any dimension means "all"."""
@@ -103,6 +175,12 @@ class Filter:
     actions: frozenset[str] = frozenset()
     districts: frozenset[str] = frozenset()
     schools: frozenset[str] = frozenset()
+    roles: frozenset[str] = frozenset()
+    changed: tuple[tuple[str, ...], ...] = ()
+
+    @classmethod
+    def changed_paths(cls, paths: Iterable[str]) -> tuple[tuple[str, ...], ...]:
+        return tuple(parse_path(p) for p in paths)
 
     def matches(self, event: Mapping[str, Any], district_id: str) -> bool:
         """Whether ``event`` (a raw Clever event of district ``district_id``) is wanted."""
@@ -111,20 +189,32 @@ class Filter:
         record_type, action = split_type(event.get("type"))
         if not self._matches_type(record_type, action, district_id):
             return False
-        # Computing schools is the only non-trivial step: do it last, and only when needed.
-        return not self.schools or self.matches_schools(record_schools(event))
+        # The record's schools, roles and changes are read only when a filter asks for them.
+        if self.schools and not self.matches_schools(record_schools(event)):
+            return False
+        if self.roles and record_type == "users" and self.roles.isdisjoint(record_roles(event)):
+            return False
+        return not self.changed or action != "updated" or self._changes(previous_attributes(event))
 
-    def matches_facts(
-        self, record_type: str, action: str, district_id: str, schools: frozenset[str]
-    ) -> bool:
+    def matches_facts(self, facts: Facts) -> bool:
         """Like :meth:`matches` with the event's facts precomputed (one event, many filters)."""
-        return self._matches_type(record_type, action, district_id) and self.matches_schools(
-            schools
+        return (
+            self._matches_type(facts.record_type, facts.action, facts.district_id)
+            and self.matches_schools(facts.schools)
+            and self.matches_roles(facts.record_type, facts.roles)
+            and (not self.changed or facts.action != "updated" or self._changes(facts.previous))
         )
 
     def matches_schools(self, schools: frozenset[str]) -> bool:
         """School rule: no filter, a school-less record, or any overlap before/after."""
         return not self.schools or not schools or not self.schools.isdisjoint(schools)
+
+    def matches_roles(self, record_type: str, roles: frozenset[str]) -> bool:
+        """Role rule: no filter, not a user, or a listed role held before or after."""
+        return not self.roles or record_type != "users" or not self.roles.isdisjoint(roles)
+
+    def _changes(self, previous: Mapping[str, Any]) -> bool:
+        return any(holds_path(previous, path) for path in self.changed)
 
     def _matches_type(self, record_type: str, action: str, district_id: str) -> bool:
         return (

@@ -11,7 +11,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from relay.db.models import Subscription
-from relay.fanout.matching import Filter, record_schools, split_type
+from relay.fanout.matching import Facts, Filter
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +32,8 @@ async def load_subscribers(session: AsyncSession) -> list[Subscriber]:
                 actions=frozenset(s.actions),
                 districts=frozenset(s.districts),
                 schools=frozenset(s.schools),
+                roles=frozenset(s.roles),
+                changed=Filter.changed_paths(s.changed),
             ),
             s.ordered,
         )
@@ -42,9 +44,8 @@ async def load_subscribers(session: AsyncSession) -> list[Subscriber]:
 def subscribers_of(
     event: dict[str, Any], district_id: str, subscribers: Sequence[Subscriber]
 ) -> Iterable[Subscriber]:
-    """The subscribers that want ``event``; its schools are computed once for all of them."""
-    record_type, action = split_type(event.get("type"))
-    schools = record_schools(event)
+    """The subscribers that want ``event``; its facts are computed once for all of them."""
+    facts = Facts.of(event, district_id)
     for subscriber in subscribers:
-        if subscriber.filter.matches_facts(record_type, action, district_id, schools):
+        if subscriber.filter.matches_facts(facts):
             yield subscriber

@@ -44,6 +44,14 @@ def test_ordered_is_off_by_default_set_on_create_and_patch_and_shown(admin: http
     assert listed == {plain["id"]: False, body["id"]: False}
 
 
+def test_roles_and_changed_are_kept_and_patched(admin: httpx.Client) -> None:
+    body = create(admin, roles=["teacher", "staff"], changed=["teachers", "name"]).json()
+    assert (body["roles"], body["changed"]) == (["staff", "teacher"], ["name", "teachers"])
+    patched = admin.patch(f"/v1/subscriptions/{body['id']}", json={"changed": None})
+    assert patched.status_code == 200, patched.text
+    assert (patched.json()["roles"], patched.json()["changed"]) == (["staff", "teacher"], [])
+
+
 def test_supplied_secret_is_kept(admin: httpx.Client) -> None:
     secret = "whsec_" + base64.b64encode(b"k" * 24).decode()
     assert create(admin, secret=secret).json()["secret"] == secret
@@ -62,6 +70,11 @@ def test_supplied_secret_is_kept(admin: httpx.Client) -> None:
         ({"colour": "blue"}, "colour: unknown field"),
         ({"enabled": "maybe"}, "enabled"),
         ({"ordered": "yes"}, "ordered"),
+        ({"roles": ["principal"]}, "unknown role 'principal'"),
+        ({"roles": "teacher"}, "roles"),
+        ({"changed": [""]}, "changed: '' is not a dotted field path"),
+        ({"changed": ["roles..student"]}, "'roles..student' is not a dotted field path"),
+        ({"changed": [7]}, "changed: expected a dotted field path string, got 7"),
     ],
 )
 def test_bad_input_is_named(admin: httpx.Client, fields: dict[str, object], needle: str) -> None:

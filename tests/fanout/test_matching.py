@@ -15,7 +15,9 @@ from relay.fanout.matching import (
     ACTIONS,
     EVENT_TYPES,
     RECORD_TYPES,
+    Facts,
     Filter,
+    record_roles,
     record_schools,
     split_type,
 )
@@ -276,9 +278,15 @@ def test_matches_facts_agrees_with_matches() -> None:
             Filter(schools=frozenset({SCHOOL_A})),
             Filter(actions=frozenset({"created"})),
         ]:
-            assert f.matches(event, DISTRICT) == f.matches_facts(
-                record_type, action, DISTRICT, record_schools(event)
+            facts = Facts(
+                record_type,
+                action,
+                DISTRICT,
+                record_schools(event),
+                record_roles(event),
+                event["data"].get("previous_attributes", {}),
             )
+            assert f.matches(event, DISTRICT) == f.matches_facts(facts)
 
 
 # ---- properties -------------------------------------------------------------------------------

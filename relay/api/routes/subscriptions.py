@@ -83,6 +83,8 @@ async def create_subscription(request: Request) -> Response:
         actions=list(body.actions or []),
         schools=body.schools or [],
         districts=body.districts or [],
+        roles=list(body.roles or []),
+        changed=body.changed or [],
         secret=body.secret or generate_secret(),
         enabled=body.enabled,
         ordered=body.ordered,
@@ -154,7 +156,7 @@ async def update_subscription(request: Request) -> Response:
         sub = visible_or_404(await session.get(Subscription, subscription_id), who, subscription_id)
         for name in body.model_fields_set:
             value = getattr(body, name)
-            if name in ("record_types", "actions", "schools", "districts"):
+            if name in ("record_types", "actions", "schools", "districts", "roles", "changed"):
                 value = value or []
             if value is not None or name == "description":
                 setattr(sub, name, value)

@@ -327,10 +327,13 @@ class RecordFactory:
         }
 
     # -- changes -------------------------------------------------------------------------------
-    def change(self, record_type: str, record: Record, schools: list[str]) -> Record:
+    def change(
+        self, record_type: str, record: Record, schools: list[str], teacher: str | None = None
+    ) -> Record:
         """Edit ``record`` in place; return Clever's ``previous_attributes`` for the edit.
 
-        ``schools`` lists the district's current school ids (a student may move between them).
+        ``schools`` lists the district's current school ids (a student may move between them);
+        ``teacher``, for a section, a teacher of its school who may take it over.
         """
         prev: Record = {}
         rng = self.rng
@@ -359,9 +362,14 @@ class RecordFactory:
                 record["email"] = old_email.replace("@", f".{rng.randint(1, 9)}@", 1)
                 prev["email"] = old_email
         elif record_type == "sections":
-            if rng.random() < 0.5 and record["students"]:
+            draw = rng.random()
+            if draw < 0.4 and record["students"]:
                 prev["students"] = list(record["students"])
                 record["students"] = record["students"][:-1]
+            elif draw < 0.7 and teacher is not None and teacher not in record["teachers"]:
+                # a new teacher takes the section over: both fields change, arrays come whole
+                prev["teacher"], prev["teachers"] = record["teacher"], list(record["teachers"])
+                record["teacher"], record["teachers"] = teacher, [teacher]
             else:
                 prev["period"] = record["period"]
                 record["period"] = str(rng.randint(1, 8))

@@ -274,6 +274,17 @@ class Roster:
     def school_ids(self) -> list[str]:
         return list(self.pools["schools"].keys)
 
+    def some_teacher(self, school: object, tries: int = 16) -> str | None:
+        """A teacher of ``school``, found by sampling the users (cheap at any roster size),
+        or None if a few picks found none."""
+        users = self.pools["users"]
+        for _ in range(tries if len(users) else 0):
+            user = users.pick(self.factory.rng)
+            role = user.get("roles", {}).get("teacher")
+            if isinstance(role, dict) and role.get("school") == school:
+                return str(user["id"])
+        return None
+
     def _add_section(self, school: str, students: list[str], teachers: list[str]) -> Record:
         f, rng = self.factory, self.factory.rng
         course = self.pools["courses"].pick(rng)
@@ -354,7 +365,8 @@ class EventGenerator:
         if action == "deleted":
             return type_, pool.remove(pool.pick(rng)["id"]), None
         obj = pool.pick(rng)
-        prev = roster.factory.change(record_type, obj, roster.school_ids())
+        teacher = roster.some_teacher(obj.get("school")) if record_type == "sections" else None
+        prev = roster.factory.change(record_type, obj, roster.school_ids(), teacher)
         return type_, obj, prev
 
 
