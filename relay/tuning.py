@@ -81,6 +81,13 @@ class DeliveryTuning:
     #: attempts recorded in one transaction at most; job endings finished in one pipeline
     record_batch: int = 200
     finish_batch: int = 1000
+    #: a replay hands its events to the queue this many at a time, one transaction each,
+    replay_batch: int = 500
+    #: and only while its subscription has fewer than this many deliveries waiting to be
+    #: sent, so that it never fills the queue ahead of other subscriptions' first attempts
+    replay_backlog: int = 500
+    #: pause of the replay loop when there is nothing (or, for now, no room) to replay
+    replay_idle: float = 0.5
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,7 @@
   delay first attempts elsewhere;
 - the poll supervisor, which is not an arq job: polling is driven by database leases, so it
   keeps working while Redis is down (deliveries wait in the database meanwhile);
+- the replay loop, which works through ``POST …/replay`` requests in batches;
 - arq's cron worker (``workers.settings``).
 
 Each runs under ``relay.loops.supervise``: arq exits when Redis goes away, and a loop that
@@ -23,6 +24,7 @@ from arq.connections import create_pool
 from redis.exceptions import RedisError
 
 from relay.delivery.consumer import DeliveryConsumer
+from relay.delivery.replay import ReplayRunner
 from relay.loops import supervise
 from relay.polling.supervisor import PollSupervisor
 from relay.queue import FIRST_ATTEMPTS_QUEUE, RETRIES_QUEUE, redis_settings
@@ -74,6 +76,15 @@ async def run_worker(settings: Settings, redis_url: str, stop: asyncio.Event) ->
         for c in consumers
     ]
     crons = asyncio.create_task(supervise(CRON_QUEUE, cron_step, stop, restart_delay=restart))
+    tuning = app.tuning.delivery
+    replays = ReplayRunner(
+        app.db,
+        app.queue,
+        batch=tuning.replay_batch,
+        backlog=tuning.replay_backlog,
+        idle=tuning.replay_idle,
+    )
+    replaying = asyncio.create_task(supervise("replays", replays.step, stop, restart_delay=restart))
     logger.info("worker started", extra={"worker": app.worker_id})
     try:
         await stop.wait()
@@ -84,9 +95,9 @@ async def run_worker(settings: Settings, redis_url: str, stop: asyncio.Event) ->
         await asyncio.wait(consuming, timeout=5)  # they stop claiming at once
         await asyncio.gather(*(c.drain(within=app.tuning.timeouts.job) for c in consumers))
         await asyncio.wait_for(polling, timeout=settings.poll_lease + 5)
-        for task in [*consuming, crons]:
+        for task in [*consuming, crons, replaying]:
             task.cancel()
-        await asyncio.gather(polling, *consuming, crons, return_exceptions=True)
+        await asyncio.gather(polling, *consuming, crons, replaying, return_exceptions=True)
         with contextlib.suppress(RedisError, OSError):
             await pool.delete(cron_worker.health_check_key)
         await app.close()

@@ -7,7 +7,17 @@ import sys
 from collections.abc import Sequence
 
 from relay._exceptions import ConfigError
-from relay.cli import deliveries, districts, listen, migrate, run, serve, simulate, worker
+from relay.cli import (
+    deliveries,
+    districts,
+    listen,
+    migrate,
+    run,
+    serve,
+    simulate,
+    subscriptions,
+    worker,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,7 +26,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (run, serve, worker, migrate, simulate, listen, deliveries, districts):
+    for module in (
+        run,
+        serve,
+        worker,
+        migrate,
+        simulate,
+        listen,
+        deliveries,
+        subscriptions,
+        districts,
+    ):
         sub = commands.add_parser(module.NAME, help=module.HELP, description=module.HELP)
         module.add_arguments(sub)
         sub.set_defaults(handler=module.main)

@@ -41,10 +41,16 @@ class ApiClient:
     def close(self) -> None:
         self._http.close()
 
-    def request(self, method: str, path: str, params: dict[str, Any] | None = None) -> Any:
+    def request(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, Any] | None = None,
+        body: dict[str, Any] | None = None,
+    ) -> Any:
         query = {k: v for k, v in (params or {}).items() if v is not None}
         try:
-            response = self._http.request(method, path, params=query)
+            response = self._http.request(method, path, params=query, json=body)
         except (httpx.TransportError, httpx.InvalidURL) as exc:
             raise OperatorError(
                 f"cannot reach the relay API at {self.base_url} ({type(exc).__name__}: {exc}); "
@@ -232,6 +238,21 @@ def deliveries_retry(api: ApiClient, args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- subscriptions ------------------------------------------------------------------------
+
+
+def subscriptions_replay(api: ApiClient, args: argparse.Namespace) -> int:
+    window = {"since": args.since} | ({"until": args.until} if args.until else {})
+    accepted = api.request("POST", f"/v1/subscriptions/{args.id}/replay", body=window)
+    if args.json:
+        return _emit(args, accepted, "")
+    print(
+        f"subscription {args.id}: {accepted['requeued']} stored events will be sent again "
+        f"(follow them with: relay deliveries list --subscription {args.id})"
+    )
+    return 0
+
+
 # ---- districts ----------------------------------------------------------------------------
 
 
@@ -292,6 +313,19 @@ def add_deliveries_arguments(parser: argparse.ArgumentParser) -> None:
         commands, "retry", "send a delivery again now (a manual attempt)", deliveries_retry
     )
     retry.add_argument("id", help="delivery id")
+
+
+def add_subscriptions_arguments(parser: argparse.ArgumentParser) -> None:
+    commands = parser.add_subparsers(dest="operator_command", required=True, metavar="ACTION")
+    replay = _leaf(
+        commands,
+        "replay",
+        "send a subscription's matching stored events of a time window again",
+        subscriptions_replay,
+    )
+    replay.add_argument("id", help="subscription id")
+    replay.add_argument("--since", required=True, metavar="TIME", help="ISO 8601 with an offset")
+    replay.add_argument("--until", metavar="TIME", help="ISO 8601 with an offset (default now)")
 
 
 def add_districts_arguments(parser: argparse.ArgumentParser) -> None:

@@ -128,6 +128,7 @@ class Event(SQLModel, table=True):
     __table_args__ = (
         Index("ix_events_district_id_id", "district_id", "id"),
         Index("ix_events_received_at", "received_at"),
+        Index("ix_events_created_id", "created", "id"),  # replay windows
     )
 
     id: str = Field(primary_key=True, max_length=24)
@@ -179,6 +180,27 @@ class DeliveryAttempt(SQLModel, table=True):
     error: str | None = Field(default=None, sa_type=Text)
     response_excerpt: str = Field(default="", sa_type=Text)
     trigger: str = Field(default="schedule", max_length=16)
+
+
+class Replay(SQLModel, table=True):
+    """A request to send a subscription's matching stored events again (``POST
+    /v1/subscriptions/{id}/replay``): written first, then worked through in batches by the
+    workers, keyset on (``created``, ``id``) from ``after_created``/``after_id``."""
+
+    __tablename__ = "replays"
+    __table_args__ = (Index("ix_replays_done_id", "done", "id"),)
+
+    id: int | None = Field(default=None, sa_type=BigId, primary_key=True)
+    subscription_id: str = Field(max_length=32)
+    since: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    until: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    after_created: datetime | None = _utc_column()
+    after_id: str | None = Field(default=None, max_length=24)
+    matched: int = 0  # the events it will send, counted when it was asked for
+    requeued: int = 0  # the events it has handed to the delivery queue so far
+    done: bool = False
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
 
 
 class ServiceOwner(SQLModel, table=True):

@@ -13,7 +13,7 @@ from sqlalchemy.orm import aliased
 from sqlmodel import col, delete, exists, select
 
 from relay.db.engine import Database, utcnow
-from relay.db.models import WAITING, Delivery, DeliveryAttempt, Event
+from relay.db.models import WAITING, Delivery, DeliveryAttempt, Event, Replay
 
 logger = logging.getLogger("relay.retention")
 
@@ -76,6 +76,10 @@ async def purge_expired(db: Database, retention_days: float, batch: int) -> int:
     cutoff = utcnow() - timedelta(days=retention_days)
     deliveries = await purge_deliveries(db, cutoff, batch)
     events = await purge_events(db, cutoff, batch)
+    async with db.write() as session:  # finished replay requests: a few rows a day
+        await session.exec(
+            delete(Replay).where(col(Replay.done).is_(True)).where(col(Replay.updated_at) < cutoff)
+        )
     if deliveries or events:
         logger.info(
             "retention purge",

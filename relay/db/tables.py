@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -22,7 +23,8 @@ def table_of(model: type[SQLModel]) -> Table:
     return table
 
 
-def insert_ignoring_duplicates(session: AsyncSession, model: type[SQLModel]) -> Any:
+def insert_ignoring_duplicates(on: AsyncSession | AsyncConnection, model: type[SQLModel]) -> Any:
     """``INSERT … ON CONFLICT DO NOTHING`` for whichever backend the session is on."""
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    name = on.dialect.name if isinstance(on, AsyncConnection) else on.get_bind().dialect.name
+    dialect = postgresql if name == "postgresql" else sqlite
     return dialect.insert(table_of(model)).on_conflict_do_nothing()

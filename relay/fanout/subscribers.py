@@ -24,21 +24,22 @@ class Subscriber:
 async def load_subscribers(session: AsyncSession) -> list[Subscriber]:
     """Enabled subscriptions: a disabled one receives nothing until it is re-enabled."""
     rows = await session.exec(select(Subscription).where(col(Subscription.enabled).is_(True)))
-    return [
-        Subscriber(
-            s.id,
-            Filter(
-                record_types=frozenset(s.record_types),
-                actions=frozenset(s.actions),
-                districts=frozenset(s.districts),
-                schools=frozenset(s.schools),
-                roles=frozenset(s.roles),
-                changed=Filter.changed_paths(s.changed),
-            ),
-            s.ordered,
-        )
-        for s in rows
-    ]
+    return [subscriber(s) for s in rows]
+
+
+def subscriber(s: Subscription) -> Subscriber:
+    return Subscriber(
+        s.id,
+        Filter(
+            record_types=frozenset(s.record_types),
+            actions=frozenset(s.actions),
+            districts=frozenset(s.districts),
+            schools=frozenset(s.schools),
+            roles=frozenset(s.roles),
+            changed=Filter.changed_paths(s.changed),
+        ),
+        s.ordered,
+    )
 
 
 def subscribers_of(

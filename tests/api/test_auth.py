@@ -25,6 +25,7 @@ V1_ROUTES = [
     ("GET", "/v1/deliveries/7"),
     ("POST", "/v1/deliveries/7/retry"),
     ("POST", "/v1/subscriptions/sub_x/recover"),
+    ("POST", "/v1/subscriptions/sub_x/replay"),
     ("GET", "/v1/events"),
     ("GET", "/v1/events/0123456789abcdef01234567"),
     ("GET", "/v1/no-such-route"),

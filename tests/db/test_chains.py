@@ -3,15 +3,17 @@ other in Clever's order, and the transaction that ends one releases the next."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from arq.connections import create_pool
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlmodel import select
 
 from relay.db import Database, utcnow
-from relay.db.models import WAITING, Delivery, Subscription
+from relay.db.models import WAITING, Delivery, Replay, Subscription
 from relay.db.retention import purge_deliveries
+from relay.delivery.replay import ReplayRunner, request_replay
 from relay.delivery.sender import AttemptOutcome
 from relay.queue import Job, RedisQueue, redis_settings
 from relay.queue.reconcile import Reconciler
@@ -161,3 +163,32 @@ async def test_a_disabled_subscription_resumes_each_record_in_order(
     assert [j.delivery_id for j in woken] == [a2.id]
     assert (a3.waiting_for, a3.next_attempt_at) == (a2.id, None)
     check_chains(await world.deliveries(world.ordered))
+
+
+async def test_a_replay_to_an_ordered_subscription_chains_each_record(
+    db: Database, redis_url: str
+) -> None:
+    """Events stored before the subscription existed, replayed to it: each record's
+    deliveries wait for each other in event order, records independent."""
+    world = await World(db).create()
+    await world.page(["a", "b", "a", "a"])
+    late = Subscription(owner="o", url="http://x", secret="s", ordered=True)
+    async with db.write() as session:
+        session.add(late)
+    since = datetime(2000, 1, 1, tzinfo=UTC)
+    assert await request_replay(db, late, since, utcnow(), batch=3) == 4
+    pool = await create_pool(redis_settings(redis_url))
+    try:
+        runner = ReplayRunner(db, RedisQueue(pool), batch=3, backlog=100, idle=0.0)
+        assert await runner.step() == 0.0  # the first three events
+        assert await runner.step() == 0.0  # the fourth, and the replay is done
+        assert await runner.step() == 0.0  # nothing left: idle (0 here)
+    finally:
+        await pool.aclose()
+    rows = await world.deliveries(late.id)
+    a1, b1, a2, a3 = (d for d, _ in rows)
+    assert [d.waiting_for for d in (a1, b1, a2, a3)] == [None, None, a1.id, a2.id]
+    check_chains(rows)
+    async with db.read() as session:
+        replay = (await session.exec(select(Replay))).one()
+    assert (replay.done, replay.matched, replay.requeued) == (True, 4, 4)

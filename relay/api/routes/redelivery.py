@@ -21,6 +21,7 @@ from relay.api.spec import Operation, operation
 from relay.db import utcnow
 from relay.db.models import Delivery, DeliveryStatus, Subscription
 from relay.delivery.redeliver import request_redelivery
+from relay.delivery.replay import request_replay
 from relay.queue import Job
 
 
@@ -41,10 +42,17 @@ class RecoverRequest(schemas.RequestBody):
     @field_validator("since", "until", mode="before")
     @classmethod
     def _iso_string(cls, value: object) -> object:
-        if value is not None and not isinstance(value, str):
-            raise ValueError(
-                "must be an ISO 8601 timestamp with an offset, e.g. 2026-11-26T00:00:00Z"
-            )
+        example = "an ISO 8601 timestamp with an offset, e.g. 2026-11-26T00:00:00Z"
+        if value is None:
+            return value
+        if not isinstance(value, str):
+            raise ValueError(f"must be {example}")
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"not {example}: {value!r}") from None
+        if parsed.tzinfo is None:
+            raise ValueError(f"{value!r} has no offset; give {example}")
         return value
 
     @model_validator(mode="after")
@@ -131,7 +139,41 @@ async def recover(request: Request) -> Response:
     )
 
 
+class ReplayRequest(RecoverRequest):
+    @model_validator(mode="after")
+    def _window(self) -> ReplayRequest:
+        if self.until is not None and self.until < self.since:
+            raise ValueError(
+                f"until: {self.until.isoformat()} is before since {self.since.isoformat()}"
+            )
+        return self
+
+
+@operation(
+    Operation(
+        "Send a subscription's matching stored events again (a time window of history)",
+        "subscriptions",
+        {202: Requeued},
+        request=ReplayRequest,
+        errors=(404,),
+        description="Every stored event whose Clever created time is in [since, until] "
+        "(until default now) and that matches the subscription now, whatever its earlier "
+        "outcome, including events stored before the subscription existed; same webhook-id. "
+        "The request is stored and worked through in batches; requeued counts the events.",
+    )
+)
+async def replay(request: Request) -> Response:
+    svc = services(request)
+    sub = await load_visible(svc, principal(request), request.path_params["subscription_id"])
+    body = await read_json(request, ReplayRequest)
+    until = body.until or utcnow()
+    batch = svc.settings.tuning.delivery.replay_batch
+    matched = await request_replay(svc.db, sub, body.since, until, batch)
+    return JSONResponse(Requeued(requeued=matched).model_dump(), status_code=202)
+
+
 routes = [
     Route("/v1/deliveries/{delivery_id}/retry", retry_delivery, methods=["POST"]),
     Route("/v1/subscriptions/{subscription_id}/recover", recover, methods=["POST"]),
+    Route("/v1/subscriptions/{subscription_id}/replay", replay, methods=["POST"]),
 ]

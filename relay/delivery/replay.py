@@ -1,0 +1,234 @@
+"""Replay: a subscription's matching stored events, sent again (``POST …/replay``).
+
+The request is written to the database first (a ``replays`` row), so a Redis outage cannot
+lose it; the workers then work through it in batches (``ReplayRunner.step``), each batch one
+short write transaction that makes its deliveries due and advances the replay's cursor
+together, so a killed worker resumes where the last committed batch ended. A batch is taken
+only while the subscription has fewer than ``backlog`` deliveries waiting to be sent: a replay
+of 100,000 events never fills the queue ahead of other subscriptions' first attempts, and
+never holds a long transaction.
+
+Every stored event whose Clever ``created`` time is in the window (both ends included) and
+that matches the subscription now is sent again, whatever its earlier outcome, and events
+stored before the subscription existed too: same body, same ``webhook-id``. An existing
+delivery is re-sent as a manual attempt (counted apart from the retry schedule); one still
+waiting to be sent is left as it is. For an ordered subscription the replayed deliveries are
+chained like live ones (``relay.db.chains``), in event order.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlmodel import col, select
+
+from relay.db import Database, chains, utcnow
+from relay.db.models import WAITING, Delivery, DeliveryStatus, Event, Replay, Subscription
+from relay.db.tables import insert_ignoring_duplicates, table_of
+from relay.fanout.subscribers import Subscriber, subscriber
+from relay.queue import Job, RedisQueue
+
+Row = Any  # an events row: id, type, district_id, record_id, created, body
+
+
+def _window(since: datetime, until: datetime, after: tuple[datetime, str] | None) -> Any:
+    events = table_of(Event)
+    query = (
+        sa.select(
+            events.c.id,
+            events.c.type,
+            events.c.district_id,
+            events.c.record_id,
+            events.c.created,
+            events.c.body,
+        )
+        .where(events.c.created >= since)
+        .where(events.c.created <= until)
+        .order_by(events.c.created, events.c.id)
+    )
+    if after is not None:
+        query = query.where(sa.tuple_(events.c.created, events.c.id) > sa.tuple_(*after))
+    return query
+
+
+def _matching(rows: Sequence[Row], wanted: Subscriber) -> list[Row]:
+    return [r for r in rows if wanted.filter.matches(json.loads(r.body), r.district_id)]
+
+
+async def request_replay(
+    db: Database, subscription: Subscription, since: datetime, until: datetime, batch: int
+) -> int:
+    """Count the events the replay will send (short read transactions, ``batch`` at a time),
+    then write the request; returns the count."""
+    wanted, matched = subscriber(subscription), 0
+    after: tuple[datetime, str] | None = None
+    while True:
+        async with db.read() as session:
+            conn = await session.connection()
+            rows = (await conn.execute(_window(since, until, after).limit(batch))).all()
+        matched += len(_matching(rows, wanted))
+        if len(rows) < batch:
+            break
+        after = (rows[-1].created, rows[-1].id)
+    async with db.write() as session:
+        session.add(
+            Replay(subscription_id=subscription.id, since=since, until=until, matched=matched)
+        )
+    return matched
+
+
+class ReplayRunner:
+    """Works through the open replays, one batch per step (``relay.loops.supervise``)."""
+
+    def __init__(
+        self, db: Database, queue: RedisQueue, *, batch: int, backlog: int, idle: float
+    ) -> None:
+        self.db = db
+        self.queue = queue
+        self.batch = batch
+        self.backlog = backlog
+        self.idle = idle
+
+    async def step(self) -> float:
+        """One batch of the oldest open replay whose subscription has room; returns the
+        pause before the next step."""
+        async with self.db.read() as session:
+            open_ = (
+                await session.exec(
+                    select(Replay.id, Replay.subscription_id)
+                    .where(col(Replay.done).is_(False))
+                    .order_by(col(Replay.id))
+                    .limit(50)
+                )
+            ).all()
+        for replay_id, subscription_id in open_:
+            if replay_id is None or await self._waiting(subscription_id) >= self.backlog:
+                continue  # its deliveries go first; the replay goes on as they do
+            await self.queue.enqueue(await self._next_batch(replay_id))
+            return 0.0
+        return self.idle
+
+    async def _waiting(self, subscription_id: str) -> int:
+        deliveries = table_of(Delivery)
+        queued = (
+            sa.select(deliveries.c.id)
+            .where(deliveries.c.subscription_id == subscription_id)
+            .where(deliveries.c.status.in_(WAITING))
+            .where(deliveries.c.next_attempt_at.is_not(None))
+            .limit(self.backlog)
+            .subquery()
+        )
+        async with self.db.read() as session:
+            conn = await session.connection()
+            count = await conn.execute(sa.select(sa.func.count()).select_from(queued))
+            return int(count.scalar_one())
+
+    async def _next_batch(self, replay_id: int) -> list[Job]:
+        """One batch in one transaction: its deliveries due (or chained) and the cursor on."""
+        async with self.db.write() as session:
+            replay = (
+                await session.exec(
+                    select(Replay).where(col(Replay.id) == replay_id).with_for_update()
+                )
+            ).first()
+            if replay is None or replay.done:
+                return []  # another worker finished it meanwhile
+            sub = await session.get(Subscription, replay.subscription_id)
+            conn = await session.connection()
+            after = (
+                (replay.after_created, replay.after_id or "")
+                if replay.after_created is not None
+                else None
+            )
+            query = _window(replay.since, replay.until, after).limit(self.batch)
+            rows = (await conn.execute(query)).all()
+            matched = [] if sub is None else _matching(rows, subscriber(sub))
+            jobs = await _resend(conn, sub, matched, utcnow()) if matched and sub else []
+            if rows:
+                replay.after_created, replay.after_id = rows[-1].created, rows[-1].id
+            replay.requeued += len(matched)
+            replay.done = len(rows) < self.batch or sub is None
+            replay.updated_at = utcnow()
+            session.add(replay)
+        return jobs
+
+
+async def _resend(
+    conn: AsyncConnection, sub: Subscription, rows: Sequence[Row], now: datetime
+) -> list[Job]:
+    """Make the deliveries of ``rows`` (events, in order) to ``sub`` due now: new ones
+    pending, ended ones as a manual attempt; chained for an ordered subscription."""
+    deliveries = table_of(Delivery)
+    existing = {
+        r.event_id: r
+        for r in await conn.execute(
+            sa.select(deliveries.c.id, deliveries.c.event_id, deliveries.c.status)
+            .where(deliveries.c.subscription_id == sub.id)
+            .where(deliveries.c.event_id.in_([r.id for r in rows]))
+        )
+    }
+    tails: dict[tuple[str, str], int] = {}
+    if sub.ordered:
+        for district in {r.district_id for r in rows}:
+            records = {r.record_id for r in rows if r.district_id == district and r.record_id}
+            tails |= await chains.chain_tails(conn, district, {sub.id}, records)
+    ended = [e.id for e in existing.values() if e.status not in WAITING]
+    reset = await conn.execute(
+        deliveries.update()
+        .where(deliveries.c.id.in_(ended))
+        .values(
+            status=DeliveryStatus.RETRYING,
+            manual_retry=True,
+            next_attempt_at=now,
+            waiting_for=None,
+            updated_at=now,
+        )
+        .returning(deliveries.c.id, deliveries.c.attempts)
+    )
+    jobs = {int(i): Job(int(i), int(n) + 1, now, manual=True) for i, n in reset.all()}
+    new_ids = await _insert(conn, sub.id, [r for r in rows if r.id not in existing], now)
+    jobs |= {i: Job(i, 1, now) for i in new_ids.values()}
+    if sub.ordered:
+        ids = {e: int(d.id) for e, d in existing.items()} | new_ids
+        pairs: list[tuple[int, int]] = []
+        for r in rows:
+            key, delivery = (sub.id, r.record_id), ids.get(r.id)
+            if delivery is None or not r.record_id:
+                continue
+            if delivery in jobs and key in tails:  # sent again now: behind the record's tail
+                pairs.append((delivery, tails[key]))
+            tails[key] = delivery
+        await chains.wait_for(conn, pairs)
+        jobs = {i: j for i, j in jobs.items() if i not in {d for d, _ in pairs}}
+    return sorted(jobs.values(), key=lambda j: j.delivery_id)
+
+
+async def _insert(
+    conn: AsyncConnection, subscription_id: str, rows: Sequence[Row], now: datetime
+) -> dict[str, int]:
+    """Deliveries for events the subscription never had; event id → delivery id."""
+    if not rows:
+        return {}
+    deliveries = table_of(Delivery)
+    stmt = insert_ignoring_duplicates(conn, Delivery).returning(
+        deliveries.c.id, deliveries.c.event_id
+    )
+    values = [
+        {
+            "subscription_id": subscription_id,
+            "event_id": r.id,
+            "event_type": r.type,
+            "status": DeliveryStatus.PENDING,
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for r in rows
+    ]
+    return {e: int(i) for i, e in (await conn.execute(stmt, values)).all()}
