@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from relay.db.models import WAITING, Delivery, Event
+from relay.db.models import WAITING, Delivery, Event, Subscription
 from relay.db.tables import table_of
 
 #: (delivery id, attempts, manual_retry) of a released delivery: its next job
@@ -58,6 +59,44 @@ async def chain_tails(
     return {key: i for key, i in found.items() if i in still_waiting}
 
 
+async def behind_in_flight(
+    conn: AsyncConnection, asked: Collection[int], now: datetime
+) -> set[int]:
+    """Manual attempts of ordered subscriptions (``asked``, just made due): each waits for
+    the delivery of its record that may be in flight now (due, not waiting, not asked), so
+    that it is sent after that attempt; returns those that now wait."""
+    if not asked:
+        return set()
+    deliveries, events = table_of(Delivery), table_of(Event)
+    subscriptions = table_of(Subscription)
+    record = (deliveries.c.subscription_id, events.c.district_id, events.c.record_id)
+    joined = deliveries.join(events, events.c.id == deliveries.c.event_id)
+    rows = await conn.execute(
+        sa.select(deliveries.c.id, *record)
+        .select_from(joined.join(subscriptions, subscriptions.c.id == deliveries.c.subscription_id))
+        .where(deliveries.c.id.in_(set(asked)))
+        .where(subscriptions.c.ordered.is_(True))
+    )
+    mine = {int(i): (s, d, r) for i, s, d, r in rows.all() if r}
+    if not mine:
+        return set()
+    heads = await conn.execute(
+        sa.select(sa.func.min(deliveries.c.id), *record)
+        .select_from(joined)
+        .where(deliveries.c.subscription_id.in_({s for s, _, _ in mine.values()}))
+        .where(events.c.record_id.in_({r for _, _, r in mine.values()}))
+        .where(deliveries.c.status.in_(WAITING))
+        .where(deliveries.c.waiting_for.is_(None))
+        .where(deliveries.c.next_attempt_at <= now)
+        .where(deliveries.c.id.not_in(set(asked)))
+        .group_by(*record)
+    )
+    head_of = {(s, d, r): int(i) for i, s, d, r in heads.all()}
+    pairs = [(i, head_of[key]) for i, key in mine.items() if key in head_of]
+    await wait_for(conn, pairs)
+    return {i for i, _ in pairs}
+
+
 async def wait_for(conn: AsyncConnection, pairs: Iterable[tuple[int, int]]) -> None:
     """Chain each (delivery, predecessor): pending, with no next attempt until released."""
     rows = [{"b_id": delivery, "b_after": after} for delivery, after in pairs]
@@ -72,15 +111,27 @@ async def wait_for(conn: AsyncConnection, pairs: Iterable[tuple[int, int]]) -> N
     )
 
 
+async def release_subscription(
+    conn: AsyncConnection, subscription_id: str, now: datetime
+) -> list[Released]:
+    """Make every delivery of the subscription that waits due now (ordering switched off)."""
+    return await _release(conn, table_of(Delivery).c.subscription_id == subscription_id, now)
+
+
 async def release(conn: AsyncConnection, ended: Collection[int], now: datetime) -> list[Released]:
     """Make the deliveries waiting for ``ended`` (deliveries that just reached a final
     status, in this transaction) due now; returns them, to be queued after the commit."""
     if not ended:
         return []
+    return await _release(conn, table_of(Delivery).c.waiting_for.in_(set(ended)), now)
+
+
+async def _release(conn: AsyncConnection, which: Any, now: datetime) -> list[Released]:
     deliveries = table_of(Delivery)
     result = await conn.execute(
         deliveries.update()
-        .where(deliveries.c.waiting_for.in_(set(ended)))
+        .where(which)
+        .where(deliveries.c.waiting_for.is_not(None))
         .where(deliveries.c.status.in_(WAITING))
         .values(waiting_for=None, next_attempt_at=now, updated_at=now)
         .returning(deliveries.c.id, deliveries.c.attempts, deliveries.c.manual_retry)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 
 from relay.db import Database
-from tests.support.chains import World
+from tests.support.chains import OUTCOMES, World
 
 
 async def test_switching_ordered_off_releases_what_waits(db: Database, admin: httpx.Client) -> None:
@@ -31,15 +31,23 @@ async def test_a_waiting_delivery_is_listed_pending_with_what_it_waits_for(
     assert second["next_attempt_at"] is None
 
 
-async def test_a_manual_retry_is_sent_now_and_the_chain_goes_on_behind_it(
+async def test_a_manual_retry_waits_only_for_the_attempt_in_flight(
     db: Database, admin: httpx.Client
 ) -> None:
+    """a1 is due (its attempt may be in flight): a retry of a3 waits for a1 alone, not for
+    a2; once a1 is retrying later instead (nothing in flight), a retry of a2 is sent now."""
     world = await World(db).create()
     await world.page(["a", "a", "a"])
-    _, (a2, _), _ = await world.deliveries(world.ordered)
+    (a1, _), (a2, _), (a3, _) = await world.deliveries(world.ordered)
+    response = admin.post(f"/v1/deliveries/{a3.id}/retry")
+    assert response.status_code == 202, response.text
+    _, _, (a3, _) = await world.deliveries(world.ordered)
+    assert (a3.status, a3.waiting_for, a3.next_attempt_at) == ("retrying", a1.id, None)
+
+    await world.finish(a1, OUTCOMES["retry"])  # a1 now retrying, due in a second or so
     response = admin.post(f"/v1/deliveries/{a2.id}/retry")
     assert response.status_code == 202, response.text
-    _, (a2, _), (a3, _) = await world.deliveries(world.ordered)
+    (a1, _), (a2, _), (a3, _) = await world.deliveries(world.ordered)
     assert (a2.status, a2.waiting_for) == ("retrying", None)
-    assert a2.next_attempt_at is not None
-    assert a3.waiting_for == a2.id  # a3 now waits for a2's attempt, not for a1
+    assert a2.next_attempt_at is not None  # sent now
+    assert a3.waiting_for == a1.id

@@ -92,16 +92,16 @@ async def retry_delivery(request: Request) -> Response:
     now = utcnow()
     async with svc.db.write() as session:
         _require_enabled(await session.get(Subscription, delivery.subscription_id))
-        due = await request_redelivery(
+        marked, due = await request_redelivery(
             session,
             now,
             col(Delivery.id) == delivery.id,
             col(Delivery.attempts) == delivery.attempts,
         )
-    if not due:
+    if not marked:
         raise ApiError(409, "the delivery changed while the retry was requested; try again")
     await _enqueue(svc, due)
-    accepted = RetryAccepted(id=due[0].delivery_id, status="retrying", next_attempt_at=now)
+    accepted = RetryAccepted(id=delivery.id or 0, status="retrying", next_attempt_at=now)
     return JSONResponse(accepted.model_dump(mode="json"), status_code=202)
 
 
@@ -124,7 +124,7 @@ async def recover(request: Request) -> Response:
     body = await read_json(request, RecoverRequest)
     now = utcnow()
     async with svc.db.write() as session:
-        due = await request_redelivery(
+        marked, due = await request_redelivery(
             session,
             now,
             col(Delivery.subscription_id) == sub.id,
@@ -133,7 +133,7 @@ async def recover(request: Request) -> Response:
             col(Delivery.created_at) < (body.until or now),
         )
     return JSONResponse(
-        Requeued(requeued=len(due)).model_dump(),
+        Requeued(requeued=marked).model_dump(),
         status_code=202,
         background=BackgroundTask(_enqueue, svc, due),
     )

@@ -18,7 +18,7 @@ from relay.api.context import Services, read_json, services
 from relay.api.errors import ApiError
 from relay.api.pagination import parse_limit
 from relay.api.spec import CURSOR, LIMIT, Operation, Query, operation
-from relay.db import utcnow
+from relay.db import chains, utcnow
 from relay.db.models import WAITING, Delivery, DeliveryStatus, Subscription
 from relay.delivery.probe import send_test
 from relay.delivery.signing import active_secrets, generate_secret
@@ -173,15 +173,8 @@ async def update_subscription(request: Request) -> Response:
 
 async def _release_waiting(session: AsyncSession, subscription_id: str, now: datetime) -> list[Job]:
     """No longer ordered: what waited for its record's previous event is due now."""
-    result = await session.exec(
-        update(Delivery)
-        .where(col(Delivery.subscription_id) == subscription_id)
-        .where(col(Delivery.waiting_for).is_not(None))
-        .where(col(Delivery.status).in_(WAITING))
-        .values(waiting_for=None, next_attempt_at=now, updated_at=now)
-        .returning(col(Delivery.id), col(Delivery.attempts), col(Delivery.manual_retry))
-    )
-    return [Job(int(i), int(n) + 1, now, bool(m)) for i, n, m in result.all()]
+    released = await chains.release_subscription(await session.connection(), subscription_id, now)
+    return [Job(i, n + 1, now, manual) for i, n, manual in released]
 
 
 @operation(
