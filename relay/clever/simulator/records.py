@@ -338,29 +338,7 @@ class RecordFactory:
         prev: Record = {}
         rng = self.rng
         if record_type == "users":
-            role, body = next(iter(record["roles"].items()))
-            if role == "student" and len(schools) > 1 and rng.random() < 0.25:
-                self._move_student(record, schools, prev)
-            elif rng.random() < 0.15:
-                old = dict(record["name"])
-                record["name"]["first"] = rng.choice(FIRST)
-                prev["name"] = old  # Clever sometimes sends the whole name
-            elif role == "student":
-                pick = rng.choice(("gender", "grade", "gifted", "ell_status", "frl_status"))
-                field, new = {
-                    "gender": ("gender", rng.choice(("M", "F", "X"))),
-                    "grade": ("grade", rng.choice(GRADES)),
-                    "gifted": ("ext", {"gifted_status": rng.choice(YN)}),
-                    "ell_status": ("ell_status", rng.choice(YN)),
-                    "frl_status": ("frl_status", rng.choice(("Free", "Reduced", "Paid", ""))),
-                }[pick]
-                _set(prev, ["roles", "student"], body, field, new)
-            elif role == "teacher":
-                _set(prev, ["roles", "teacher"], body, "title", rng.choice(("Teacher", "Coach")))
-            else:
-                old_email = record["email"]
-                record["email"] = old_email.replace("@", f".{rng.randint(1, 9)}@", 1)
-                prev["email"] = old_email
+            self._change_user(record, schools, prev)
         elif record_type == "sections":
             draw = rng.random()
             if draw < 0.4 and record["students"]:
@@ -399,6 +377,33 @@ class RecordFactory:
         elif "updated" in record:
             record["updated"] = self.now()
         return prev
+
+    def _change_user(self, record: Record, schools: list[str], prev: Record) -> None:
+        """A user's edit: a student moving school, a new first name, or a role field."""
+        rng = self.rng
+        role, body = next(iter(record["roles"].items()))
+        if role == "student" and len(schools) > 1 and rng.random() < 0.25:
+            self._move_student(record, schools, prev)
+        elif rng.random() < 0.15:
+            old = dict(record["name"])
+            record["name"]["first"] = rng.choice(FIRST)
+            prev["name"] = old  # Clever sometimes sends the whole name
+        elif role == "student":
+            pick = rng.choice(("gender", "grade", "gifted", "ell_status", "frl_status"))
+            field, new = {
+                "gender": ("gender", rng.choice(("M", "F", "X"))),
+                "grade": ("grade", rng.choice(GRADES)),
+                "gifted": ("ext", {"gifted_status": rng.choice(YN)}),
+                "ell_status": ("ell_status", rng.choice(YN)),
+                "frl_status": ("frl_status", rng.choice(("Free", "Reduced", "Paid", ""))),
+            }[pick]
+            _set(prev, ["roles", "student"], body, field, new)
+        elif role == "teacher":
+            _set(prev, ["roles", "teacher"], body, "title", rng.choice(("Teacher", "Coach")))
+        else:
+            old_email = record["email"]
+            record["email"] = old_email.replace("@", f".{rng.randint(1, 9)}@", 1)
+            prev["email"] = old_email
 
     def _move_student(self, user: Record, schools: list[str], prev: Record) -> None:
         body = user["roles"]["student"]
