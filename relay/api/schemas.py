@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints
 from relay._exceptions import TargetNotAllowed
 from relay.delivery.signing import parse_secret
 from relay.delivery.targets import TargetPolicy, validate_target_url
-from relay.fanout.matching import ACTIONS, RECORD_TYPES, ROLES, parse_path
+from relay.fanout.matching import ACTIONS, FIELD_PATH, RECORD_TYPES, ROLES, parse_path
 
 Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
 OwnerName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,100}$")]
@@ -36,7 +36,7 @@ def check_url(value: str) -> str:
 RecordType = Literal["users", "sections", "schools", "courses", "terms", "districts", "resources"]
 Action = Literal["created", "updated", "deleted"]
 Role = Literal["student", "teacher", "staff", "district_admin", "contact"]
-PATH = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
+PATH = f"^{FIELD_PATH.pattern}$"  # the matching rule's, anchored for the OpenAPI spec
 FieldPath = Annotated[str, StringConstraints(max_length=200, pattern=PATH)]
 
 

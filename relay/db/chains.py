@@ -97,6 +97,24 @@ async def behind_in_flight(
     return {i for i, _ in pairs}
 
 
+async def link(
+    conn: AsyncConnection,
+    sequence: Iterable[tuple[tuple[str, str], int, bool]],
+    tails: dict[tuple[str, str], int],
+) -> set[int]:
+    """Chain deliveries in event order: ``sequence`` holds (subscription id, record id),
+    delivery id, and whether that delivery is about to be sent (False: it already waits in
+    its chain, and only becomes the tail). Each one about to be sent waits for its record's
+    tail from ``tails`` (updated as it goes); returns those that now wait."""
+    pairs: list[tuple[int, int]] = []
+    for key, delivery, sending in sequence:
+        if sending and key in tails:
+            pairs.append((delivery, tails[key]))
+        tails[key] = delivery
+    await wait_for(conn, pairs)
+    return {delivery for delivery, _ in pairs}
+
+
 async def wait_for(conn: AsyncConnection, pairs: Iterable[tuple[int, int]]) -> None:
     """Chain each (delivery, predecessor): pending, with no next attempt until released."""
     rows = [{"b_id": delivery, "b_after": after} for delivery, after in pairs]

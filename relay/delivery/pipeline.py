@@ -34,7 +34,7 @@ from relay.delivery.record import Sent, record_attempts
 from relay.delivery.schedule import RetrySchedule
 from relay.delivery.sender import AttemptOutcome, WebhookSender
 from relay.delivery.signing import active_secrets, webhook_headers
-from relay.queue import Job, RedisQueue
+from relay.queue import Job, RedisQueue, next_attempts
 from relay.tuning import DeliveryTuning
 
 logger = logging.getLogger("relay.delivery")
@@ -156,7 +156,7 @@ class AttemptPipeline:
                 released = await chains.release(
                     await session.connection(), [attempt.delivery_id], now
                 )
-        await self.queue.enqueue([Job(i, n + 1, now, manual) for i, n, manual in released])
+        await self.queue.enqueue(next_attempts(released, now))
 
     @staticmethod
     def _log(

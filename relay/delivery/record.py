@@ -24,7 +24,7 @@ from relay.delivery.attempt import Attempt
 from relay.delivery.outcome import state_after
 from relay.delivery.schedule import RetrySchedule
 from relay.delivery.sender import AttemptOutcome
-from relay.queue import Job
+from relay.queue import Job, next_attempts
 
 logger = logging.getLogger("relay.delivery")
 
@@ -86,7 +86,7 @@ async def record_attempts(
         await conn.execute(table_of(DeliveryAttempt).insert(), attempt_rows)
     ended = [a.delivery_id for (a, _), s in zip(sent, statuses, strict=True) if s in FINAL]
     released = await chains.release(conn, ended, now)
-    next_jobs += [Job(i, n + 1, now, manual) for i, n, manual in released]
+    next_jobs += next_attempts(released, now)
     for (attempt, outcome), recorded in zip(sent, statuses, strict=True):
         if recorded is not None and attempt.subscription is not None:
             await _update_health(session, attempt.subscription, outcome, now, disable_after)

@@ -13,12 +13,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlmodel import col, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from relay.db import chains
 from relay.db.models import Delivery, DeliveryStatus
-from relay.queue import Job
+from relay.db.tables import table_of
+from relay.queue import Job, next_attempts
 
 RESENDABLE = (
     DeliveryStatus.PENDING,
@@ -33,20 +35,26 @@ async def request_redelivery(
 ) -> tuple[int, list[Job]]:
     """Mark the deliveries matching ``conditions`` for a manual attempt now; returns how many
     were marked and the jobs to queue (not those that wait for an attempt in flight)."""
-    result = await session.exec(
-        update(Delivery)
+    conn = await session.connection()
+    jobs = await resend_now(conn, now, col(Delivery.status).in_(RESENDABLE), *conditions)
+    waiting = await chains.behind_in_flight(conn, [j.delivery_id for j in jobs], now)
+    return len(jobs), [j for j in jobs if j.delivery_id not in waiting]
+
+
+async def resend_now(conn: AsyncConnection, now: datetime, *conditions: Any) -> list[Job]:
+    """Make the deliveries matching ``conditions`` due now as a manual attempt (counted apart
+    from the schedule; an ordered one leaves its chain); returns their jobs."""
+    deliveries = table_of(Delivery)
+    result = await conn.execute(
+        deliveries.update()
         .where(*conditions)
-        .where(col(Delivery.status).in_(RESENDABLE))
         .values(
             status=DeliveryStatus.RETRYING,
             manual_retry=True,
             next_attempt_at=now,
-            waiting_for=None,  # an ordered delivery asked for leaves its chain
+            waiting_for=None,
             updated_at=now,
         )
-        .returning(col(Delivery.id), col(Delivery.attempts))
+        .returning(deliveries.c.id, deliveries.c.attempts, deliveries.c.manual_retry)
     )
-    jobs = [Job(int(i), int(a) + 1, now, manual=True) for i, a in result.all()]
-    conn = await session.connection()
-    waiting = await chains.behind_in_flight(conn, [j.delivery_id for j in jobs], now)
-    return len(jobs), [j for j in jobs if j.delivery_id not in waiting]
+    return next_attempts(result.all(), now)

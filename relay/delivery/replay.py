@@ -28,8 +28,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col, select
 
 from relay.db import Database, chains, utcnow
-from relay.db.models import WAITING, Delivery, DeliveryStatus, Event, Replay, Subscription
-from relay.db.tables import insert_ignoring_duplicates, table_of
+from relay.db.models import WAITING, Delivery, Event, Replay, Subscription
+from relay.db.tables import insert_pending, table_of
+from relay.delivery.redeliver import resend_now
 from relay.fanout.subscribers import Subscriber, subscriber
 from relay.queue import Job, RedisQueue
 
@@ -178,57 +179,18 @@ async def _resend(
             records = {r.record_id for r in rows if r.district_id == district and r.record_id}
             tails |= await chains.chain_tails(conn, district, {sub.id}, records)
     ended = [e.id for e in existing.values() if e.status not in WAITING]
-    reset = await conn.execute(
-        deliveries.update()
-        .where(deliveries.c.id.in_(ended))
-        .values(
-            status=DeliveryStatus.RETRYING,
-            manual_retry=True,
-            next_attempt_at=now,
-            waiting_for=None,
-            updated_at=now,
-        )
-        .returning(deliveries.c.id, deliveries.c.attempts)
-    )
-    jobs = {int(i): Job(int(i), int(n) + 1, now, manual=True) for i, n in reset.all()}
-    new_ids = await _insert(conn, sub.id, [r for r in rows if r.id not in existing], now)
+    resent = await resend_now(conn, now, deliveries.c.id.in_(ended)) if ended else []
+    jobs = {j.delivery_id: j for j in resent}
+    fresh = [(sub.id, r.id, r.type) for r in rows if r.id not in existing]
+    new_ids = {e: i for (_, e), i in (await insert_pending(conn, fresh, now)).items()}
     jobs |= {i: Job(i, 1, now) for i in new_ids.values()}
     if sub.ordered:
         ids = {e: int(d.id) for e, d in existing.items()} | new_ids
-        pairs: list[tuple[int, int]] = []
-        for r in rows:
-            key, delivery = (sub.id, r.record_id), ids.get(r.id)
-            if delivery is None or not r.record_id:
-                continue
-            if delivery in jobs and key in tails:  # sent again now: behind the record's tail
-                pairs.append((delivery, tails[key]))
-            tails[key] = delivery
-        await chains.wait_for(conn, pairs)
-        jobs = {i: j for i, j in jobs.items() if i not in {d for d, _ in pairs}}
+        sequence = [
+            ((sub.id, r.record_id), ids[r.id], ids[r.id] in jobs)
+            for r in rows
+            if r.record_id and r.id in ids
+        ]
+        waiting = await chains.link(conn, sequence, tails)
+        jobs = {i: j for i, j in jobs.items() if i not in waiting}
     return sorted(jobs.values(), key=lambda j: j.delivery_id)
-
-
-async def _insert(
-    conn: AsyncConnection, subscription_id: str, rows: Sequence[Row], now: datetime
-) -> dict[str, int]:
-    """Deliveries for events the subscription never had; event id → delivery id."""
-    if not rows:
-        return {}
-    deliveries = table_of(Delivery)
-    stmt = insert_ignoring_duplicates(conn, Delivery).returning(
-        deliveries.c.id, deliveries.c.event_id
-    )
-    values = [
-        {
-            "subscription_id": subscription_id,
-            "event_id": r.id,
-            "event_type": r.type,
-            "status": DeliveryStatus.PENDING,
-            "attempts": 0,
-            "next_attempt_at": now,
-            "created_at": now,
-            "updated_at": now,
-        }
-        for r in rows
-    ]
-    return {e: int(i) for i, e in (await conn.execute(stmt, values)).all()}

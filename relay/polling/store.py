@@ -14,15 +14,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from relay._exceptions import LeaseLost
 from relay.clever.events import CleverEvent
 from relay.db import Database, chains, utcnow
 from relay.db.districts import locked_district
-from relay.db.models import Delivery, DeliveryStatus, DistrictStatus, Event
-from relay.db.tables import insert_ignoring_duplicates, table_of
+from relay.db.models import DistrictStatus, Event
+from relay.db.tables import insert_ignoring_duplicates, insert_pending, table_of
 from relay.delivery.signing import webhook_body
 from relay.fanout.subscribers import load_subscribers, subscribers_of
 from relay.queue import Job
@@ -127,50 +126,14 @@ async def _insert_deliveries(
     matched = [(e, s) for e in fresh for s in subscribers_of(e.raw, district_id, subscribers)]
     if not matched:
         return []
-    rows = [
-        {
-            "subscription_id": s.subscription_id,
-            "event_id": e.id,
-            "event_type": e.type,
-            "status": DeliveryStatus.PENDING,
-            "attempts": 0,
-            "next_attempt_at": now,
-            "created_at": now,
-            "updated_at": now,
-        }
-        for e, s in matched
-    ]
     conn = await session.connection()
     ordered = [(e, s.subscription_id) for e, s in matched if s.ordered]
     # the chains' tails are read (and locked) before this page's deliveries exist
     tails = await chains.chain_tails(
         conn, district_id, {s for _, s in ordered}, {e.record_id for e, _ in ordered}
     )
-    deliveries = table_of(Delivery)
-    stmt = insert_ignoring_duplicates(session, Delivery).returning(
-        deliveries.c.id, deliveries.c.subscription_id, deliveries.c.event_id
-    )
-    ids = {(s, e): int(i) for i, s, e in (await conn.execute(stmt, rows)).all()}
-    waiting = await _chain(conn, ordered, ids, tails) if ordered else set()
+    rows = [(s.subscription_id, e.id, e.type) for e, s in matched]
+    ids = await insert_pending(conn, rows, now)
+    sequence = [((s, e.record_id), ids[(s, e.id)], True) for e, s in ordered if (s, e.id) in ids]
+    waiting = await chains.link(conn, sequence, tails) if ordered else set()
     return [Job(i, 1, now) for i in sorted(ids.values()) if i not in waiting]
-
-
-async def _chain(
-    conn: AsyncConnection,
-    ordered: Sequence[tuple[CleverEvent, str]],
-    ids: dict[tuple[str, str], int],
-    tails: dict[tuple[str, str], int],
-) -> set[int]:
-    """Chain the new deliveries of ordered subscriptions, in event-id order, behind the
-    newest delivery of the same record still waiting; returns the ones that now wait."""
-    pairs: list[tuple[int, int]] = []
-    for event, subscription_id in ordered:
-        key = (subscription_id, event.record_id)
-        delivery = ids.get((subscription_id, event.id))
-        if delivery is None:
-            continue
-        if key in tails:
-            pairs.append((delivery, tails[key]))
-        tails[key] = delivery
-    await chains.wait_for(conn, pairs)
-    return {delivery for delivery, _ in pairs}

@@ -10,7 +10,7 @@ Redis lost; ``embedded`` runs a private ``redis-server`` for ``relay run``.
 
 from __future__ import annotations
 
-from relay.queue.jobs import FIRST_ATTEMPTS_QUEUE, RETRIES_QUEUE, Job, queue_for
+from relay.queue.jobs import FIRST_ATTEMPTS_QUEUE, RETRIES_QUEUE, Job, next_attempts, queue_for
 from relay.queue.redis_queue import RedisQueue, redis_settings
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "RETRIES_QUEUE",
     "Job",
     "RedisQueue",
+    "next_attempts",
     "queue_for",
     "redis_settings",
 ]

@@ -8,6 +8,7 @@ attempt that already ran finds the delivery moved on and does nothing.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -52,6 +53,12 @@ class Job:
             return None
         # "deliver:007:1" would finish as "deliver:7:1" and stay queued forever: not ours
         return job if job.id == job_id else None
+
+
+def next_attempts(rows: Iterable[tuple[int, int, bool]], due_at: datetime) -> list[Job]:
+    """The next job of each (delivery id, attempts made so far, manual) row, due ``due_at``:
+    what a statement that makes deliveries due returns, as the jobs to queue."""
+    return [Job(int(i), int(n) + 1, due_at, bool(m)) for i, n, m in rows]
 
 
 def queue_for(attempt: int) -> str:

@@ -36,7 +36,7 @@ from sqlmodel import col, select, update
 
 from relay.db import Database, utcnow
 from relay.db.models import WAITING, Delivery, Subscription
-from relay.queue.jobs import Job
+from relay.queue.jobs import Job, next_attempts
 from relay.queue.redis_queue import RedisQueue
 from relay.tuning import ReconcileTuning
 
@@ -120,7 +120,7 @@ class Reconciler:
                 .values(next_attempt_at=at, updated_at=at)
                 .returning(col(Delivery.id), col(Delivery.attempts), col(Delivery.manual_retry))
             )
-            return [Job(int(i), int(n) + 1, at, bool(m)) for i, n, m in result.all()]
+            return next_attempts(result.all(), at)
 
     async def requeue_due(self, now: datetime | None = None, since: datetime | None = None) -> int:
         """Queue every delivery due by ``now`` (due after ``since``, if given) that is not in

@@ -183,12 +183,7 @@ async def test_a_worker_killed_mid_run_loses_nothing(
         await wait_for(some_received, 30)
         relay.workers[0].kill()
         killed_at = len(slow.event_ids())
-        try:
-            await wait_for(lambda: deliveries_settled(db, len(expected_ids)), 50)
-        except AssertionError:
-            raise AssertionError(
-                (await statuses(db), len(slow.event_ids()), relay.output())
-            ) from None
+        await relay.settled(db, len(expected_ids), 50, len(slow.event_ids()))
         await asyncio.sleep(0.5)
 
     received = slow.event_ids()

@@ -15,7 +15,7 @@ import pytest
 from relay.clever.simulator import Simulator
 from relay.db import Database
 from relay.settings import Settings
-from tests.support.cluster import Cluster, cluster, deliveries_settled, statuses
+from tests.support.cluster import cluster, statuses
 from tests.support.ordering import (
     TimingReceiver,
     every_fifth,
@@ -28,13 +28,6 @@ from tests.support.servers import ServerThread, serve
 from tests.support.worker import wait_for
 
 RECORDS = 60
-
-
-async def _settled(db: Database, relay: Cluster, expected: int, timeout: float) -> None:
-    try:
-        await wait_for(lambda: deliveries_settled(db, expected), timeout)
-    except AssertionError:
-        raise AssertionError((await statuses(db), relay.output())) from None
 
 
 async def _run_burst(
@@ -65,7 +58,7 @@ async def _run_burst(
             else:
                 assert private_redis is not None
                 private_redis.flushall()
-        await _settled(db, relay, 2 * events, 60)
+        await relay.settled(db, 2 * events, 60)
         await asyncio.sleep(0.3)
     assert await statuses(db) == {"succeeded": 2 * events}  # nothing lost, nothing stuck
     for path in ("/ordered", "/unordered"):
@@ -156,7 +149,7 @@ async def test_a_failing_record_holds_back_that_record_and_nothing_else(
         assert all(d["next_attempt_at"] is None for d in waiting)
         # its schedule ends (RELAY_RETRY_SCHEDULE 0.5,0.5,1: four attempts each), one event
         # after the other, and the record's chain is not stranded
-        await _settled(db, relay, sum(len(c) for c in chains.values()), 60)
+        await relay.settled(db, sum(len(c) for c in chains.values()), 60)
     assert await statuses(db) == {"succeeded": len(others), "failed": len(chains[stuck])}
     order = [a.event_id for a in receiver.requests("/ordered") if a.record_id == stuck]
     assert list(dict.fromkeys(order)) == chains[stuck]  # each in turn, in Clever's order

@@ -10,11 +10,10 @@ from typing import Any
 from relay.clever.simulator import Simulator
 from relay.db import Database
 from relay.settings import Settings
-from tests.support.cluster import cluster, deliveries_settled, statuses
+from tests.support.cluster import cluster, statuses
 from tests.support.events import sim_events
 from tests.support.receiver import Receiver
 from tests.support.servers import ServerThread, serve
-from tests.support.worker import wait_for
 
 
 def _previous(event: dict[str, Any]) -> dict[str, Any]:
@@ -71,10 +70,7 @@ async def test_roles_and_changed_filters_pick_exactly_their_events(
         relay.subscribe(srv.url + "/moves", changed=["roles.student.school"])
         relay.add_district(district.id, district.token)
         total = sum(len(ids) for ids in expected.values())
-        try:
-            await wait_for(lambda: deliveries_settled(db, total), 60)
-        except AssertionError:
-            raise AssertionError((await statuses(db), relay.output())) from None
+        await relay.settled(db, total, 60)
     with receiver.lock:
         got: dict[str, set[str]] = {}
         for r in receiver.received:

@@ -20,7 +20,7 @@ from relay.queue.reconcile import Reconciler
 from relay.queue.redis_queue import WATERMARK_KEY
 from relay.settings import Settings
 from relay.tuning import DeliveryTuning, ReconcileTuning
-from tests.support.cluster import cluster, deliveries_settled, duplicates, statuses
+from tests.support.cluster import cluster, duplicates, statuses
 from tests.support.deliveries import add_deliveries
 from tests.support.events import sim_events
 from tests.support.receiver import Receiver
@@ -157,12 +157,7 @@ async def _run_with_disruption(
             private_redis.stop()
             await asyncio.sleep(2)
             private_redis.start()
-        try:
-            await wait_for(lambda: deliveries_settled(db, len(expected_ids)), 45)
-        except AssertionError:
-            raise AssertionError(
-                (await statuses(db), len(slow.event_ids()), relay.output())
-            ) from None
+        await relay.settled(db, len(expected_ids), 45, len(slow.event_ids()))
         await asyncio.sleep(0.5)
         # the workers rode it out: the same processes, still running
         assert all(w.proc.poll() is None for w in relay.workers)

@@ -22,6 +22,7 @@ from tests.support.config import ADMIN_TOKEN
 from tests.support.processes import RelayProcess
 from tests.support.receiver import Receiver
 from tests.support.servers import free_port
+from tests.support.worker import wait_for
 
 FAST = {
     "RELAY_POLL_INTERVAL": "0.2",
@@ -59,6 +60,14 @@ class Cluster:
 
     def output(self) -> str:
         return "\n".join(w.output()[-3000:] for w in self.workers)
+
+    async def settled(self, db: Database, expected: int, timeout: float, *context: Any) -> None:
+        """Wait until every expected delivery exists and none is waiting; else fail with
+        the statuses, ``context`` and the workers' output."""
+        try:
+            await wait_for(lambda: deliveries_settled(db, expected), timeout)
+        except AssertionError:
+            raise AssertionError((await statuses(db), *context, self.output())) from None
 
 
 @contextmanager

@@ -23,7 +23,7 @@ from relay.db.models import WAITING, Delivery, DeliveryStatus, Subscription
 from relay.delivery.probe import send_test
 from relay.delivery.signing import active_secrets, generate_secret
 from relay.delivery.targets import check_target_url
-from relay.queue import Job
+from relay.queue import Job, next_attempts
 
 SECRET_OVERLAP = timedelta(hours=24)
 
@@ -174,7 +174,7 @@ async def update_subscription(request: Request) -> Response:
 async def _release_waiting(session: AsyncSession, subscription_id: str, now: datetime) -> list[Job]:
     """No longer ordered: what waited for its record's previous event is due now."""
     released = await chains.release_subscription(await session.connection(), subscription_id, now)
-    return [Job(i, n + 1, now, manual) for i, n, manual in released]
+    return next_attempts(released, now)
 
 
 @operation(
