@@ -59,10 +59,12 @@ FROM generate_series(0, :n - 1) s
 # (distinct for k = 0..4, so (subscription_id, event_id) stays unique); ids grow with time.
 DELIVERIES_SQL = """
 INSERT INTO deliveries (subscription_id, event_id, event_type, status, attempts,
+                        manual_attempts, manual_retry,
                         next_attempt_at, last_status_code, created_at, updated_at)
 SELECT sub, event_id, event_type, status,
        CASE status WHEN 'succeeded' THEN 1 WHEN 'failed' THEN 8 WHEN 'retrying' THEN 3
                    ELSE 0 END,
+       0, false,
        CASE WHEN status IN ('pending', 'retrying') THEN ts + interval '5 minutes' END,
        CASE status WHEN 'succeeded' THEN 204 WHEN 'failed' THEN 503 WHEN 'retrying' THEN 500
                    ELSE NULL END,

@@ -53,6 +53,7 @@ class Settings(BaseSettings):
     clever_page_size: int = Field(default=1000, ge=1, le=10000)
     clever_retention: float = Field(default=30 * 86400, gt=0)
     reconcile_interval: int = Field(default=10, ge=1, le=60)
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
 
     @field_validator("database_url")
     @classmethod

@@ -23,6 +23,7 @@ import logging
 from arq.connections import create_pool
 from redis.exceptions import RedisError
 
+from relay import counters
 from relay.delivery.consumer import DeliveryConsumer
 from relay.delivery.replay import ReplayRunner
 from relay.loops import supervise
@@ -56,6 +57,7 @@ def delivery_consumers(app: WorkerContext) -> list[DeliveryConsumer]:
 
 async def run_worker(settings: Settings, redis_url: str, stop: asyncio.Event) -> None:
     """Run until ``stop`` is set, then finish in-flight deliveries (up to their timeout)."""
+    metrics = counters.serve(settings.metrics_port) if settings.metrics_port else None
     pool = await create_pool(redis_settings(redis_url))
     app = await WorkerContext.open(settings, pool)
     restart = app.tuning.restart_delay
@@ -85,7 +87,9 @@ async def run_worker(settings: Settings, redis_url: str, stop: asyncio.Event) ->
         idle=tuning.replay_idle,
     )
     replaying = asyncio.create_task(supervise("replays", replays.step, stop, restart_delay=restart))
-    logger.info("worker started", extra={"worker": app.worker_id})
+    logger.info(
+        "worker started", extra={"worker": app.worker_id, "metrics_port": settings.metrics_port}
+    )
     try:
         await stop.wait()
     finally:
@@ -102,4 +106,7 @@ async def run_worker(settings: Settings, redis_url: str, stop: asyncio.Event) ->
             await pool.delete(cron_worker.health_check_key)
         await app.close()
         await pool.aclose()
+        if metrics is not None:
+            await asyncio.to_thread(metrics.shutdown)
+            metrics.server_close()
         logger.info("worker stopped", extra={"worker": app.worker_id})

@@ -62,9 +62,14 @@ class DeliveryList(BaseModel):
 
 
 class Event(BaseModel):
-    id: str = Field(description="the Clever event id")
-    district: str = Field(description="the Clever district id the event came from")
-    type: str = Field(description="<record_type>.<action>")
+    id: str = Field(description="the Clever event id (or the relay's own, for relay.* events)")
+    district: str | None = Field(
+        description="the Clever district id the event came from; null for relay.* events"
+    )
+    owner: str | None = Field(
+        default=None, description="relay.* events: the owner they are for; null for Clever's"
+    )
+    type: str = Field(description="<record_type>.<action>, or relay.<subject>.<what>")
     record_id: str | None = Field(description="id of the changed record (data.object.id)")
     created: datetime = Field(description="when Clever created the event")
     received_at: datetime = Field(description="when the relay stored it")
@@ -72,7 +77,8 @@ class Event(BaseModel):
 
 class EventDetail(Event):
     body: dict[str, Any] = Field(
-        description="the webhook body: the Clever event exactly as received plus 'district'"
+        description="the webhook body: the Clever event exactly as received plus 'district' "
+        "(relay.* events: {id, type, created, data: {object}})"
     )
     deliveries: list[Delivery] = Field(
         description="its deliveries, oldest first (a service token sees only its own)"

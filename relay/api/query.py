@@ -17,7 +17,7 @@ from relay.db.models import DeliveryStatus
 
 STATUSES = tuple(s.value for s in DeliveryStatus)
 IDENTIFIER = r"^[A-Za-z0-9_.:-]{1,64}$"
-EVENT_TYPE = r"^[a-z][a-z_]{0,40}\.[a-z][a-z_]{0,20}$"
+EVENT_TYPE = r"^[a-z][a-z_]{0,40}\.[a-z][a-z_]{0,20}(\.[a-z][a-z_]{0,20})?$"
 _ONE_STATUS = "(" + "|".join(STATUSES) + ")"
 STATUS_LIST = f"^{_ONE_STATUS}(,{_ONE_STATUS})*$"
 _IDENTIFIER = re.compile(IDENTIFIER)
@@ -49,7 +49,9 @@ def parse_event_type(request: Request, name: str) -> str | None:
     value = request.query_params.get(name)
     if value is not None and not _EVENT_TYPE.fullmatch(value):
         raise ApiError(
-            422, f"{name}: expected <record_type>.<action> such as users.updated, got {value!r}"
+            422,
+            f"{name}: expected <record_type>.<action> such as users.updated (or a relay.* "
+            f"type such as relay.delivery.failed), got {value!r}",
         )
     return value
 

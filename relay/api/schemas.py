@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints
 from relay._exceptions import TargetNotAllowed
 from relay.delivery.signing import parse_secret
 from relay.delivery.targets import TargetPolicy, validate_target_url
+from relay.fanout import operational
 from relay.fanout.matching import ACTIONS, FIELD_PATH, RECORD_TYPES, ROLES, parse_path
 
 Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
@@ -33,7 +34,9 @@ def check_url(value: str) -> str:
     return value
 
 
-RecordType = Literal["users", "sections", "schools", "courses", "terms", "districts", "resources"]
+RecordType = Literal[
+    "users", "sections", "schools", "courses", "terms", "districts", "resources", "relay"
+]
 Action = Literal["created", "updated", "deleted"]
 Role = Literal["student", "teacher", "staff", "district_admin", "contact"]
 PATH = f"^{FIELD_PATH.pattern}$"  # the matching rule's, anchored for the OpenAPI spec
@@ -58,7 +61,12 @@ def _check_secret(value: str | None) -> str | None:
 
 
 class SubscriptionFilters(RequestBody):
-    record_types: list[RecordType] | None = None
+    record_types: list[RecordType] | None = Field(
+        default=None,
+        description="Clever record types; 'relay' adds the relay's operational events "
+        "(relay.subscription.disabled, relay.delivery.failed, relay.district.*), which "
+        "nobody receives without listing it",
+    )
     actions: list[Action] | None = None
     schools: list[Identifier] | None = Field(default=None, max_length=1000)
     districts: list[Identifier] | None = Field(default=None, max_length=1000)
@@ -91,7 +99,7 @@ class SubscriptionFilters(RequestBody):
     @field_validator("record_types", mode="before")
     @classmethod
     def _record_types(cls, v: object) -> object:
-        return _check_members(v, RECORD_TYPES, "record type")
+        return _check_members(v, (*RECORD_TYPES, operational.RECORD_TYPE), "record type")
 
     @field_validator("actions", mode="before")
     @classmethod
@@ -175,6 +183,22 @@ class Subscription(BaseModel):
 
 class SubscriptionWithSecret(Subscription):
     secret: str = Field(description="shown only at creation and rotation")
+
+
+class SubscriptionStats(BaseModel):
+    subscription_id: str
+    window: Literal["1h", "24h", "7d"]
+    since: datetime = Field(description="the window's start (counts begin at its hour)")
+    attempts: int = Field(description="attempts made in the window, manual ones included")
+    succeeded: int = Field(description="attempts that got a 2xx in time")
+    failed: int = Field(description="attempts that did not")
+    success_rate: float | None = Field(description="succeeded / attempts; null without any")
+    p50_ms: float | None = Field(description="median attempt duration (estimated)")
+    p95_ms: float | None = Field(description="95th percentile attempt duration (estimated)")
+    pending: int = Field(description="deliveries still waiting for an attempt, now")
+    deliveries_failed: int = Field(description="deliveries that ended failed in the window")
+    last_success_at: datetime | None
+    last_failure_at: datetime | None
 
 
 class TestAttempt(BaseModel):

@@ -18,6 +18,7 @@ from types import TracebackType
 
 import httpx
 
+from relay import counters
 from relay._exceptions import (
     CleverBadBody,
     CleverRateLimited,
@@ -167,10 +168,12 @@ class CleverClient:
                 timeout=self._timeout,
             )
         except httpx.HTTPError as exc:
+            counters.CLEVER_REQUESTS.labels("error").inc()
             failure = transport_error(exc, what, redact=(token,))
             logger.warning("%s", failure, extra={**log_fields, "error": type(exc).__name__})
             raise failure from None
         duration_ms = round((time.perf_counter() - started) * 1000, 1)
+        counters.CLEVER_REQUESTS.labels(str(response.status_code)).inc()
         request_id = response.headers.get(REQUEST_ID_HEADER)
         rate_limit = RateLimit.from_headers(response.headers)
         self.pacer.record(key, rate_limit)

@@ -40,13 +40,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the relay API, to register a temporary subscription (default %(default)s)",
     )  # fmt: skip
     parser.add_argument("--token", help="admin or service token (default: the data dir's)")
-    parser.add_argument("--record-types", default="", help="comma list, e.g. users,sections")
+    parser.add_argument(
+        "--record-types", "--types", dest="record_types", default="",
+        help="comma list, e.g. users,sections; 'relay' for the relay's operational events",
+    )  # fmt: skip
     parser.add_argument("--schools", default="", help="comma list of school ids")
 
 
 def describe(event: dict[str, Any]) -> str:
     record = event.get("data", {}).get("object", {}) if isinstance(event.get("data"), dict) else {}
     moved = "previous_attributes" in event.get("data", {})
+    kind = str(event.get("type", "?"))
+    if kind.startswith("relay.") and isinstance(record, dict):  # an operational event
+        why = record.get("disabled_reason") or record.get("last_error") or record.get("status")
+        return f"{kind:<20} about={record.get('id', '?')}" + (f": {why}" if why else "")
     return (
         f"{event.get('type', '?'):<20} district={event.get('district')} "
         f"record={record.get('id', '?')}" + (" (with previous_attributes)" if moved else "")

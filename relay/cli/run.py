@@ -109,7 +109,8 @@ async def _run(
             update={"clever_api_url": f"http://127.0.0.1:{args.simulator_port}"}
         )
         await _register_simulated(db, sim)
-    servers.append(make_server(create_app(settings, runtime, db, redis_url), args.host, args.port))
+    app = create_app(settings, runtime, db, redis_url, process_counters=True)
+    servers.append(make_server(app, args.host, args.port))
 
     tasks = [asyncio.create_task(s.serve()) for s in servers]
     worker = asyncio.create_task(run_worker(settings, redis_url, stop))

@@ -77,17 +77,23 @@ class District(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
 
     def lag_seconds(self, now: datetime) -> float | None:
-        """How far behind Clever: caught up, the time since the poll that said so; behind,
-        the age of the newest stored event (its ObjectId time)."""
-        if self.last_polled_at is None:
-            return None
-        if self.caught_up or self.cursor is None:
-            return round(max(0.0, (now - self.last_polled_at).total_seconds()), 3)
-        try:
-            newest = object_id_time(self.cursor)
-        except ValueError:
-            return None
-        return round(max(0.0, (now - newest).total_seconds()), 3)
+        return lag_seconds(now, self.last_polled_at, self.caught_up, self.cursor)
+
+
+def lag_seconds(
+    now: datetime, last_polled_at: datetime | None, caught_up: bool, cursor: str | None
+) -> float | None:
+    """How far behind Clever a district is: caught up, the time since the poll that said so;
+    behind, the age of the newest stored event (its ObjectId time)."""
+    if last_polled_at is None:
+        return None
+    if caught_up or cursor is None:
+        return round(max(0.0, (now - last_polled_at).total_seconds()), 3)
+    try:
+        newest = object_id_time(cursor)
+    except ValueError:
+        return None
+    return round(max(0.0, (now - newest).total_seconds()), 3)
 
 
 class Subscription(SQLModel, table=True):
@@ -132,7 +138,9 @@ class Event(SQLModel, table=True):
     )
 
     id: str = Field(primary_key=True, max_length=24)
-    district_id: str = Field(max_length=64)
+    # null for the relay's operational events (``relay.*``), which belong to ``owner``
+    district_id: str | None = Field(default=None, max_length=64)
+    owner: str | None = Field(default=None, max_length=100)
     type: str = Field(max_length=64, index=True)
     record_id: str | None = Field(default=None, max_length=64, index=True)
     created: datetime = Field(sa_type=UTCDateTime, nullable=False)
@@ -180,6 +188,42 @@ class DeliveryAttempt(SQLModel, table=True):
     error: str | None = Field(default=None, sa_type=Text)
     response_excerpt: str = Field(default="", sa_type=Text)
     trigger: str = Field(default="schedule", max_length=16)
+
+
+#: Upper bounds (ms) of the attempt-duration histogram kept per subscription and hour; the
+#: last column counts everything slower.
+DURATION_BOUNDS_MS: tuple[int, ...] = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 15000)
+DURATION_COLUMNS: tuple[str, ...] = (*(f"le_{b}" for b in DURATION_BOUNDS_MS), "le_inf")
+
+
+class SubscriptionHour(SQLModel, table=True):
+    """A subscription's attempts in one hour, counted as they are recorded (in the record
+    transaction), so ``GET /v1/subscriptions/{id}/stats`` reads at most 168 rows for a week
+    however many deliveries there were."""
+
+    __tablename__ = "subscription_hours"
+
+    subscription_id: str = Field(primary_key=True, max_length=32)
+    hour: datetime = Field(primary_key=True, sa_type=UTCDateTime)
+    attempts: int = 0
+    succeeded: int = 0
+    failed: int = 0  # attempts that failed
+    deliveries_failed: int = 0  # deliveries that ended failed (schedule exhausted, 410)
+    duration_ms: int = Field(default=0, sa_type=BigInteger)
+    le_5: int = 0
+    le_10: int = 0
+    le_25: int = 0
+    le_50: int = 0
+    le_100: int = 0
+    le_250: int = 0
+    le_500: int = 0
+    le_1000: int = 0
+    le_2500: int = 0
+    le_5000: int = 0
+    le_15000: int = 0
+    le_inf: int = 0
+    last_success_at: datetime | None = _utc_column()
+    last_failure_at: datetime | None = _utc_column()
 
 
 class Replay(SQLModel, table=True):

@@ -13,7 +13,7 @@ from sqlalchemy.orm import aliased
 from sqlmodel import col, delete, exists, select
 
 from relay.db.engine import Database, utcnow
-from relay.db.models import WAITING, Delivery, DeliveryAttempt, Event, Replay
+from relay.db.models import WAITING, Delivery, DeliveryAttempt, Event, Replay, SubscriptionHour
 
 logger = logging.getLogger("relay.retention")
 
@@ -71,15 +71,21 @@ async def purge_events(db: Database, cutoff: datetime, batch: int) -> int:
             return purged
 
 
+STATS_KEPT = timedelta(days=8)
+
+
 async def purge_expired(db: Database, retention_days: float, batch: int) -> int:
     """Delete what is older than ``retention_days``; returns how many rows went."""
     cutoff = utcnow() - timedelta(days=retention_days)
     deliveries = await purge_deliveries(db, cutoff, batch)
     events = await purge_events(db, cutoff, batch)
-    async with db.write() as session:  # finished replay requests: a few rows a day
+    async with db.write() as session:  # finished replays, hourly stats: a few rows a day
         await session.exec(
             delete(Replay).where(col(Replay.done).is_(True)).where(col(Replay.updated_at) < cutoff)
         )
+        # the stats endpoint's longest window is a week: keep at least that, whatever the setting
+        kept = min(cutoff, utcnow() - STATS_KEPT)
+        await session.exec(delete(SubscriptionHour).where(col(SubscriptionHour.hour) < kept))
     if deliveries or events:
         logger.info(
             "retention purge",

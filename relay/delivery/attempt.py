@@ -32,6 +32,7 @@ class Attempt:
     manual_retry: bool
     waiting_for: int | None
     event_id: str
+    event_type: str
     body: str | None
     subscription: Subscription | None
 
@@ -69,6 +70,7 @@ async def load_attempts(db: Database, jobs: Sequence[Job]) -> list[Attempt | Non
             deliveries.c.waiting_for,
             deliveries.c.subscription_id,
             deliveries.c.event_id,
+            deliveries.c.event_type,
             events.c.body,
         )
         .select_from(deliveries.outerjoin(events, events.c.id == deliveries.c.event_id))
@@ -97,6 +99,7 @@ async def load_attempts(db: Database, jobs: Sequence[Job]) -> list[Attempt | Non
                 manual_retry=bool(row.manual_retry),
                 waiting_for=row.waiting_for,
                 event_id=row.event_id,
+                event_type=row.event_type,
                 body=row.body,
                 subscription=subscriptions.get(row.subscription_id),
             )

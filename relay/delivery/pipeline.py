@@ -24,6 +24,7 @@ from collections.abc import Sequence
 
 from sqlmodel import col, update
 
+from relay import counters
 from relay._exceptions import SubscriptionBusy
 from relay.coalesce import Coalescer
 from relay.db import Database, chains, utcnow
@@ -134,6 +135,9 @@ class AttemptPipeline:
             statuses, next_jobs = await record_attempts(
                 session, sent, schedule=self.schedule, disable_after=self.disable_after
             )
+        for (_, outcome), status in zip(sent, statuses, strict=True):
+            if status is not None:  # counted once, by the process whose attempt was recorded
+                counters.count_attempt(outcome.result, outcome.duration_ms)
         await self.queue.enqueue(next_jobs)
         return statuses
 

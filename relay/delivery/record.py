@@ -14,16 +14,19 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import bindparam
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from relay.db import chains, utcnow
 from relay.db.models import FINAL, Delivery, DeliveryAttempt, DeliveryStatus, Subscription
+from relay.db.stats import Counted, count_attempts
 from relay.db.tables import table_of
 from relay.delivery.attempt import Attempt
 from relay.delivery.outcome import state_after
 from relay.delivery.schedule import RetrySchedule
 from relay.delivery.sender import AttemptOutcome
+from relay.fanout import operational
 from relay.queue import Job, next_attempts
 
 logger = logging.getLogger("relay.delivery")
@@ -48,7 +51,9 @@ async def record_attempts(
     applied (one executemany UPDATE, still guarded by the count, and one multi-row INSERT of
     the attempt rows). A subscription is updated only when its health changes. A delivery
     that ends releases the one of an ordered subscription waiting for it
-    (``relay.db.chains``), in the same transaction."""
+    (``relay.db.chains``), in the same transaction; so are the subscriptions' hourly
+    statistics counted and the operational events raised (a delivery failed, a subscription
+    disabled)."""
     if not sent:
         return [], []
     conn = await session.connection()
@@ -84,13 +89,60 @@ async def record_attempts(
             updates,
         )
         await conn.execute(table_of(DeliveryAttempt).insert(), attempt_rows)
-    ended = [a.delivery_id for (a, _), s in zip(sent, statuses, strict=True) if s in FINAL]
-    released = await chains.release(conn, ended, now)
+    recorded = [(a, o, s) for (a, o), s in zip(sent, statuses, strict=True) if s is not None]
+    released = await chains.release(
+        conn, [a.delivery_id for a, _, s in recorded if s in FINAL], now
+    )
     next_jobs += next_attempts(released, now)
-    for (attempt, outcome), recorded in zip(sent, statuses, strict=True):
-        if recorded is not None and attempt.subscription is not None:
-            await _update_health(session, attempt.subscription, outcome, now, disable_after)
+    notices = await _failed_notices(conn, recorded)
+    for attempt, outcome, _ in recorded:
+        if attempt.subscription is not None:
+            disabled = await _update_health(
+                session, attempt.subscription, outcome, now, disable_after
+            )
+            notices += [disabled] if disabled else []
+    await count_attempts(conn, (_counted(a, o, s) for a, o, s in recorded if a.subscription))
+    next_jobs += await operational.raise_notices(conn, notices, now)
     return statuses, next_jobs
+
+
+Recorded = tuple[Attempt, AttemptOutcome, DeliveryStatus]
+
+
+def _counted(attempt: Attempt, outcome: AttemptOutcome, status: DeliveryStatus) -> Counted:
+    assert attempt.subscription is not None
+    return Counted(
+        attempt.subscription.id,
+        outcome.attempted_at,
+        outcome.succeeded,
+        outcome.duration_ms,
+        status == DeliveryStatus.FAILED,
+    )
+
+
+async def _failed_notices(
+    conn: AsyncConnection, recorded: Sequence[Recorded]
+) -> list[operational.Notice]:
+    """``relay.delivery.failed`` for each delivery whose schedule ran out in this batch; not
+    for a 410 (the subscription's ``relay.subscription.disabled`` says it), nor for the
+    relay's own events (an operational event is never about another)."""
+    failed = {
+        a.delivery_id: (a.subscription.owner, o)
+        for a, o, s in recorded
+        if s == DeliveryStatus.FAILED
+        and not o.gone
+        and a.subscription is not None
+        and not operational.is_operational(a.event_type)
+    }
+    if not failed:
+        return []
+    deliveries = table_of(Delivery)
+    rows = await conn.execute(deliveries.select().where(deliveries.c.id.in_(failed)))
+    notices = []
+    for row in rows.mappings():
+        owner, outcome = failed[row["id"]]
+        notices.append(operational.delivery_failed(owner, dict(row), _attempt_shown(outcome)))
+    return notices
 
 
 def _delivery_update(
@@ -108,14 +160,20 @@ def _delivery_update(
 
 
 def _attempt_row(attempt: Attempt, outcome: AttemptOutcome) -> dict[str, object]:
-    return {
+    return _attempt_shown(outcome) | {
         "delivery_id": attempt.delivery_id,
+        "trigger": "manual" if attempt.manual_retry else "schedule",
+    }
+
+
+def _attempt_shown(outcome: AttemptOutcome) -> dict[str, object]:
+    """An attempt as the delivery log shows it."""
+    return {
         "attempted_at": outcome.attempted_at,
         "status_code": outcome.status_code,
         "duration_ms": outcome.duration_ms,
         "error": outcome.error,
         "response_excerpt": outcome.response_excerpt,
-        "trigger": "manual" if attempt.manual_retry else "schedule",
     }
 
 
@@ -125,16 +183,17 @@ async def _update_health(
     outcome: AttemptOutcome,
     now: datetime,
     disable_after: float,
-) -> None:
+) -> operational.Notice | None:
     """Success clears the failure streak; 410 or a streak longer than ``disable_after``
-    disables the subscription with a reason. Touches the row only when something changes.
+    disables the subscription with a reason, and returns its ``relay.subscription.disabled``.
+    Touches the row only when something changes.
 
     ``subscription`` was read before the attempt was sent, so every change is a
     compare-and-set against what was read: an attempt that started before a success cleared
     the streak cannot disable the subscription on the strength of that old streak, and a
     subscription already disabled keeps the reason it was first disabled for."""
     if outcome.succeeded and subscription.failing_since is None:
-        return  # the common case: nothing to write, and no statement to build (a hot path)
+        return None  # the common case: nothing to write, and no statement to build (a hot path)
     stmt = update(Subscription).where(col(Subscription.id) == subscription.id)
     values: dict[str, object]
     if outcome.succeeded:
@@ -152,10 +211,13 @@ async def _update_health(
             col(Subscription.failing_since) == subscription.failing_since
         )
     else:
-        return
+        return None
     result = await session.exec(stmt.values(**values, updated_at=now))
-    if values.get("enabled") is False and result.rowcount:
-        logger.warning(
-            "subscription disabled",
-            extra={"subscription_id": subscription.id, "reason": values["disabled_reason"]},
-        )
+    if values.get("enabled") is not False or not result.rowcount:
+        return None
+    logger.warning(
+        "subscription disabled",
+        extra={"subscription_id": subscription.id, "reason": values["disabled_reason"]},
+    )
+    shown = subscription.model_dump() | values | {"updated_at": now}
+    return operational.subscription_disabled(Subscription.model_validate(shown))

@@ -50,6 +50,7 @@ def _window(since: datetime, until: datetime, after: tuple[datetime, str] | None
         )
         .where(events.c.created >= since)
         .where(events.c.created <= until)
+        .where(events.c.owner.is_(None))  # Clever's events, not the relay's own
         .order_by(events.c.created, events.c.id)
     )
     if after is not None:

@@ -64,6 +64,18 @@ class AttemptOutcome:
         """410: the receiver asks for the subscription to be disabled."""
         return self.status_code == 410
 
+    @property
+    def result(self) -> str:
+        """The class of outcome ``relay_delivery_attempts_total`` counts it under."""
+        if self.succeeded:
+            return "succeeded"
+        error = self.error or ""
+        if error.startswith("timeout"):
+            return "timeout"
+        if error.startswith(("target not allowed", "invalid url")):
+            return "refused"
+        return "connection_error" if self.status_code is None else "http_error"
+
 
 def _fmt_seconds(seconds: float) -> str:
     return f"{seconds:g}s"

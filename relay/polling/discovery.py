@@ -1,5 +1,7 @@
 """Token discovery: with ``CLEVER_CLIENT_ID``/``CLEVER_CLIENT_SECRET`` set, every district
-that shared data with the app is registered, and rotated tokens are picked up."""
+that shared data with the app is registered, and rotated tokens are picked up (an
+``unauthorized`` district given a new token has recovered: its operational event is queued
+by the reconciler, as this cron has no queue of its own)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from relay._exceptions import CleverError
 from relay.clever.tokens import fetch_district_tokens
 from relay.db import Database, utcnow
 from relay.db.models import District, DistrictStatus
+from relay.fanout import operational
 from relay.settings import Settings
 
 logger = logging.getLogger("relay.discovery")
@@ -26,6 +29,7 @@ async def discover_districts(settings: Settings, db: Database) -> int:
         logger.warning("token discovery failed", extra={"error": str(exc)})
         return 0
     changed = 0
+    recovered: list[operational.Notice] = []
     async with db.write() as session:
         for token in tokens:
             district = await session.get(District, token.district_id)
@@ -39,12 +43,18 @@ async def discover_districts(settings: Settings, db: Database) -> int:
             elif district.token != token.access_token:
                 district.token = token.access_token
                 district.token_source = "discovered"
+                district.updated_at = utcnow()
                 if district.status == DistrictStatus.UNAUTHORIZED:
                     district.status = DistrictStatus.ACTIVE
                     district.last_error = None
-                district.updated_at = utcnow()
+                    recovered.append(
+                        operational.district_notice(
+                            operational.DISTRICT_RECOVERED, district, district.updated_at
+                        )
+                    )
                 session.add(district)
             else:
                 continue
             changed += 1
+        await operational.raise_notices(await session.connection(), recovered, utcnow())
     return changed

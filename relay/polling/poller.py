@@ -20,6 +20,7 @@ from typing import Any
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from relay import counters
 from relay._exceptions import (
     CleverError,
     CleverRateLimited,
@@ -35,11 +36,12 @@ from relay.clever.tokens import fetch_district_tokens
 from relay.db import Database, utcnow
 from relay.db.districts import update_leased
 from relay.db.models import District, DistrictStatus
+from relay.fanout import operational
 from relay.loops import pause
 from relay.polling import leases
 from relay.polling.gap import detect_gap
 from relay.polling.store import store_page
-from relay.queue import RedisQueue
+from relay.queue import Job, RedisQueue
 from relay.settings import Settings
 from relay.tuning import PollingTuning
 
@@ -168,6 +170,7 @@ class DistrictPoller:
                 lease_seconds=self.lease_seconds,
                 gap=gap,
             )
+            counters.EVENTS_INGESTED.inc(result.stored)
             if gap:
                 logger.warning("gap detected", extra=self.log_extra | {"detail": gap})
             if page.events:
@@ -257,7 +260,7 @@ class DistrictPoller:
 
     async def mark_unauthorized(self, error: str) -> None:
         async with self.app.db.write() as session:
-            await self._update(
+            changed = await self._update(
                 session,
                 status=DistrictStatus.UNAUTHORIZED,
                 last_error=error,
@@ -265,6 +268,8 @@ class DistrictPoller:
                 lease_until=None,
                 updated_at=utcnow(),
             )
+            jobs = await self._tell(session, operational.DISTRICT_UNAUTHORIZED) if changed else []
+        await self.app.queue.enqueue(jobs)
         logger.warning("district unauthorized", extra=self.log_extra | {"error": error})
 
     async def note_error(self, error: str, *, count_failure: bool = False) -> None:
@@ -278,11 +283,23 @@ class DistrictPoller:
         }
         if count_failure:
             values["consecutive_failures"] = District.consecutive_failures + 1
+        jobs: list[Job] = []
         async with self.app.db.write() as session:
             await self._update(session, **values)
             if count_failure and self.failures >= self.app.tuning.error_after_failures:
                 active = col(District.status) == DistrictStatus.ACTIVE
-                await self._update(session, active, status=DistrictStatus.ERROR)
+                if await self._update(session, active, status=DistrictStatus.ERROR):
+                    jobs = await self._tell(session, operational.DISTRICT_ERROR)
+        await self.app.queue.enqueue(jobs)
+
+    async def _tell(self, session: AsyncSession, event_type: str) -> list[Job]:
+        """Raise ``event_type`` about the district as it now is, in ``session``'s transaction
+        (the one that changed its status)."""
+        district = await session.get(District, self.district_id, populate_existing=True)
+        if district is None:
+            return []
+        notice = operational.district_notice(event_type, district, utcnow())
+        return await operational.raise_notices(await session.connection(), [notice], utcnow())
 
     async def _update(self, session: AsyncSession, *conditions: Any, **values: Any) -> bool:
         return await update_leased(

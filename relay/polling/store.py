@@ -20,9 +20,10 @@ from relay._exceptions import LeaseLost
 from relay.clever.events import CleverEvent
 from relay.db import Database, chains, utcnow
 from relay.db.districts import locked_district
-from relay.db.models import DistrictStatus, Event
+from relay.db.models import District, DistrictStatus, Event
 from relay.db.tables import insert_ignoring_duplicates, insert_pending, table_of
 from relay.delivery.signing import webhook_body
+from relay.fanout import operational
 from relay.fanout.subscribers import load_subscribers, subscribers_of
 from relay.queue import Job
 
@@ -78,15 +79,29 @@ async def store_page(
             district.caught_up_at = now
         district.lease_until = now + timedelta(seconds=lease_seconds)
         district.consecutive_failures = 0
-        if gap is not None and district.status in _GAP_OVERRIDES:
-            district.status = DistrictStatus.GAP_DETECTED
-            district.last_error = gap
-        elif district.status == DistrictStatus.ERROR:
-            district.status = DistrictStatus.ACTIVE
-            district.last_error = None
         district.updated_at = now
+        notice = _change_status(district, gap, now)
         session.add(district)
+        if notice is not None:
+            due += await operational.raise_notices(await session.connection(), [notice], now)
     return PageResult(stored=len(inserted), due=due)
+
+
+def _change_status(district: District, gap: str | None, now: datetime) -> operational.Notice | None:
+    """A gap is reported (once: a district already in ``gap_detected`` stays quiet); a
+    district in ``error`` whose page came through has recovered."""
+    if gap is not None and district.status in _GAP_OVERRIDES:
+        changed = district.status != DistrictStatus.GAP_DETECTED
+        district.status, district.last_error = DistrictStatus.GAP_DETECTED, gap
+        return (
+            operational.district_notice(operational.DISTRICT_GAP_DETECTED, district, now)
+            if changed
+            else None
+        )
+    if district.status == DistrictStatus.ERROR:
+        district.status, district.last_error = DistrictStatus.ACTIVE, None
+        return operational.district_notice(operational.DISTRICT_RECOVERED, district, now)
+    return None
 
 
 async def _insert_events(

@@ -14,6 +14,7 @@ from datetime import datetime
 
 FIRST_ATTEMPTS_QUEUE = "relay:deliveries"
 RETRIES_QUEUE = "relay:retries"
+DELIVERY_QUEUES = (FIRST_ATTEMPTS_QUEUE, RETRIES_QUEUE)
 CRON_QUEUE = "relay:cron"
 _PREFIX = "deliver"
 

@@ -28,7 +28,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from relay.queue.jobs import Job
+from relay.queue.jobs import DELIVERY_QUEUES, Job
 
 logger = logging.getLogger("relay.queue")
 
@@ -153,6 +153,19 @@ class RedisQueue:
                 pipe.zadd(queue, {i: _ms(at) for i, at in deferred.items()}, xx=True)
             pipe.delete(*[in_progress_key_prefix + i for i in [*done, *deferred]])
             await pipe.execute()
+
+    async def depth(self) -> dict[str, tuple[int, int]]:
+        """Per delivery queue, (jobs queued, jobs of them due now)."""
+        now = _ms(time.time())
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for queue in DELIVERY_QUEUES:
+                pipe.zcard(queue)
+                pipe.zcount(queue, "-inf", now)
+            replies = await pipe.execute()
+        return {
+            queue: (int(replies[2 * i]), int(replies[2 * i + 1]))
+            for i, queue in enumerate(DELIVERY_QUEUES)
+        }
 
     async def read_watermark(self) -> bytes | None:
         value = await self.redis.get(WATERMARK_KEY)

@@ -26,6 +26,7 @@ V1_ROUTES = [
     ("POST", "/v1/deliveries/7/retry"),
     ("POST", "/v1/subscriptions/sub_x/recover"),
     ("POST", "/v1/subscriptions/sub_x/replay"),
+    ("GET", "/v1/subscriptions/sub_x/stats"),
     ("GET", "/v1/events"),
     ("GET", "/v1/events/0123456789abcdef01234567"),
     ("GET", "/v1/no-such-route"),

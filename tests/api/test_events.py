@@ -29,6 +29,7 @@ async def test_list_and_every_filter(db: Database, admin: httpx.Client) -> None:
     assert body["data"][2] == {
         "id": e1,
         "district": "d1",
+        "owner": None,
         "type": "users.created",
         "record_id": "u1",
         "created": "2024-05-01T12:00:00Z",

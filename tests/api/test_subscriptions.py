@@ -165,6 +165,7 @@ def test_schema_enums_are_the_matching_contract() -> None:
 
     from relay.api.schemas import Action, RecordType
     from relay.fanout.matching import ACTIONS, RECORD_TYPES
+    from relay.fanout.operational import RECORD_TYPE
 
-    assert set(get_args(RecordType)) == set(RECORD_TYPES)
+    assert set(get_args(RecordType)) == {*RECORD_TYPES, RECORD_TYPE}
     assert set(get_args(Action)) == set(ACTIONS)

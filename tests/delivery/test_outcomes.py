@@ -86,6 +86,7 @@ async def _record(
         manual_retry=False,
         waiting_for=None,
         event_id="e" * 24,
+        event_type="users.updated",
         body="{}",
         subscription=sub,
     )

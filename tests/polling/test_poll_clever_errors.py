@@ -36,7 +36,13 @@ def only_district(sim: Simulator) -> Any:
 
 async def stored_ids(db: Database) -> list[str]:
     async with db.read() as session:
-        return list((await session.exec(select(Event.id).order_by(col(Event.id)))).all())
+        return list(
+            (
+                await session.exec(
+                    select(Event.id).where(col(Event.owner).is_(None)).order_by(col(Event.id))
+                )
+            ).all()
+        )
 
 
 async def load(db: Database, district_id: str) -> District:

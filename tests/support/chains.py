@@ -100,6 +100,7 @@ class World:
             manual_retry=False,
             waiting_for=delivery.waiting_for,
             event_id=delivery.event_id,
+            event_type="users.updated",
             body="{}",
             subscription=sub,
         )

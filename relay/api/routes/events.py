@@ -1,8 +1,9 @@
 """The event log: Clever events as stored (``id`` is the Clever event id) and their deliveries.
 
 Owner scoping: the admin sees every stored event. A service token sees only events delivered
-to (that is, with a delivery row for) one of its subscriptions, and inside an event only its
-own deliveries; any other id is 404. ``since``/``until`` bound ``created`` (Clever's time of
+to (that is, with a delivery row for) one of its subscriptions, and the operational events
+(``relay.*``) raised for its owner, and inside an event only its own deliveries; any other id
+is 404. ``since``/``until`` bound ``created`` (Clever's time of
 the event), read exactly like the delivery log's.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import exists
+from sqlalchemy import exists, or_
 from sqlmodel import col, select
 from sqlmodel.sql.expression import SelectOfScalar
 from starlette.requests import Request
@@ -42,20 +43,22 @@ def _owned_subscriptions(owner: str) -> Any:
 
 
 def _visible(query: SelectOfScalar[Event], who: Principal) -> SelectOfScalar[Event]:
-    """Only events with a delivery to one of a service token's subscriptions."""
+    """Only events with a delivery to one of a service token's subscriptions, and its own
+    operational events."""
     if who.is_admin:
         return query
     delivered = exists().where(
         col(Delivery.event_id) == col(Event.id),
         col(Delivery.subscription_id).in_(_owned_subscriptions(who.owner)),
     )
-    return query.where(delivered)
+    return query.where(or_(delivered, col(Event.owner) == who.owner))
 
 
 def event_out(event: Event) -> log_schemas.Event:
     return log_schemas.Event(
         id=event.id,
         district=event.district_id,
+        owner=event.owner,
         type=event.type,
         record_id=event.record_id,
         created=event.created,
@@ -73,7 +76,8 @@ def event_out(event: Event) -> log_schemas.Event:
             Query(
                 "type",
                 {"type": "string", "pattern": EVENT_TYPE},
-                "<record_type>.<action>, e.g. users.updated",
+                "<record_type>.<action>, e.g. users.updated, or a relay.* type such as "
+                "relay.subscription.disabled",
             ),
             Query(
                 "record_id", {"type": "string", "pattern": IDENTIFIER}, "the changed record's id"
@@ -84,8 +88,8 @@ def event_out(event: Event) -> log_schemas.Event:
             CURSOR,
         ),
         description="since/until bound the event's Clever creation time. A service token "
-        "sees only events delivered to one of its subscriptions. Pagination is keyset on the "
-        "Clever event id.",
+        "sees only events delivered to one of its subscriptions and its own relay.* events. "
+        "Pagination is keyset on the event id.",
     )
 )
 async def list_events(request: Request) -> Response:
@@ -141,7 +145,8 @@ async def get_event(request: Request) -> Response:
     async with svc.db.read() as session:
         event = await session.get(Event, event_id) if len(event_id) <= 64 else None
         deliveries = list((await session.exec(deliveries_query)).all()) if event else []
-    if event is None or (not who.is_admin and not deliveries):
+    mine = event is not None and (who.is_admin or bool(deliveries) or event.owner == who.owner)
+    if event is None or not mine:
         raise ApiError(404, f"no event {event_id!r}")
     detail = log_schemas.EventDetail(
         **event_out(event).model_dump(),
