@@ -27,7 +27,7 @@ def _stored(path: Path, make: str) -> tuple[str, bool]:
         return path.read_text().strip(), False
     except FileNotFoundError:
         pass
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # secrets: owner only
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:

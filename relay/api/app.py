@@ -14,7 +14,7 @@ from relay.api import ui
 from relay.api.auth import Authenticator, AuthMiddleware, TokenCodec
 from relay.api.context import Services
 from relay.api.errors import exception_handlers
-from relay.api.limits import BodySizeLimitMiddleware
+from relay.api.limits import BodySizeLimitMiddleware, RejectNulMiddleware
 from relay.api.metrics import MetricsEndpoint
 from relay.api.pagination import CursorCodec
 from relay.api.routes import (
@@ -100,6 +100,7 @@ def create_app(
         middleware=[
             Middleware(AuthMiddleware, authenticator=svc.authenticator),
             Middleware(BodySizeLimitMiddleware),
+            Middleware(RejectNulMiddleware),
         ],
         exception_handlers=exception_handlers,
         lifespan=lifespan,

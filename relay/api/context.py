@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from arq.connections import ArqRedis
 from pydantic import BaseModel, ValidationError
@@ -43,6 +43,28 @@ def services(request: Request) -> Services:
     return value
 
 
+def _nul_in(data: dict[str, Any]) -> str | None:
+    """The dotted path of the first key or string holding NUL (which no field accepts and
+    PostgreSQL refuses in text), or None."""
+    stack: list[tuple[str, object]] = [("", data)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, str) and "\x00" in value:
+            return where or "request body"
+        items = (
+            value.items()
+            if isinstance(value, dict)
+            else enumerate(value)
+            if isinstance(value, list)
+            else ()
+        )
+        for key, item in items:
+            if isinstance(key, str) and "\x00" in key:
+                return f"{where}{'.' if where else ''}{key!r}"
+            stack.append((f"{where}{'.' if where else ''}{key}", item))
+    return None
+
+
 async def read_json(request: Request, model: type[M]) -> M:
     """Parse the body as ``model``: 400 for what is not JSON, 422 naming each bad field."""
     raw = await request.body()
@@ -52,8 +74,12 @@ async def read_json(request: Request, model: type[M]) -> M:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"request body: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise ApiError(400, "request body: JSON nested too deeply") from None
     if not isinstance(data, dict):
         raise ApiError(422, f"request body: expected a JSON object, got {type(data).__name__}")
+    if (where := _nul_in(data)) is not None:
+        raise ApiError(422, f"{where}: must not contain a NUL character (\\u0000)")
     try:
         return model.model_validate(data)
     except ValidationError as exc:

@@ -1,4 +1,7 @@
-"""Request body size limit: 413 before the body is read, or as soon as it grows too large."""
+"""Limits on what a request may carry: a body size (413 before the body is read, or as soon
+as it grows too large), and no NUL character in the path or query (400): no id, filter or
+time contains one, and PostgreSQL refuses it in text, so it would otherwise surface as a
+database error."""
 
 from __future__ import annotations
 
@@ -51,3 +54,16 @@ class BodySizeLimitMiddleware:
         except _BodyTooLarge:
             if not started:
                 await too_large(scope, receive, send)
+
+
+class RejectNulMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and ("\x00" in scope["path"] or b"%00" in scope["query_string"]):
+            where = "path" if "\x00" in scope["path"] else "query string"
+            bad = error_response(400, f"the URL's {where} contains a NUL character (%00)")
+            await bad(scope, receive, send)
+            return
+        await self.app(scope, receive, send)

@@ -211,16 +211,30 @@ class TestAttempt(BaseModel):
     response_excerpt: str
 
 
+def _check_token(value: object) -> object:
+    """Clever's tokens are printable ASCII; one with a space or another character an HTTP
+    header cannot carry would only fail later, at every poll."""
+    if isinstance(value, str) and value and not all("!" <= c <= "~" for c in value):
+        raise ValueError(
+            "must be the district token as Clever issued it: printable ASCII, no spaces"
+        )
+    return value
+
+
 class DistrictCreate(RequestBody):
     id: Identifier
     token: str = Field(min_length=1, max_length=512, description="Clever district token")
     name: str | None = Field(default=None, max_length=200)
     start_from: Literal["latest", "earliest"] = "latest"
 
+    _token = field_validator("token", mode="before")(_check_token)
+
 
 class DistrictUpdate(RequestBody):
     name: str | None = Field(default=None, max_length=200)
     token: str | None = Field(default=None, min_length=1, max_length=512)
+
+    _token = field_validator("token", mode="before")(_check_token)
     status: Literal["active", "paused"] | None = Field(
         default=None,
         description="'paused' stops polling; 'active' resumes and acknowledges "

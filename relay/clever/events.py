@@ -68,6 +68,17 @@ def safe_excerpt(
     return text
 
 
+INDEXED_LENGTH = 64
+
+
+def indexed(value: str) -> str:
+    """A value Clever sent, fit for an indexed column (64 characters, no NUL, which
+    PostgreSQL refuses in text). The webhook body keeps the value as sent; only the column
+    (filters, ordering by record) sees this form, so two record ids that differ only past
+    64 characters are ordered as one record: more order, never less."""
+    return value.replace("\x00", "\ufffd")[:INDEXED_LENGTH]
+
+
 def is_valid_event_id(value: object) -> TypeGuard[str]:
     """True for a 24-character lowercase hex ObjectId, the only id shape Clever uses."""
     return isinstance(value, str) and _EVENT_ID_RE.fullmatch(value) is not None
@@ -104,9 +115,9 @@ class CleverEvent:
 
     @property
     def record_id(self) -> str:
-        """The changed record's id, ``raw["data"]["object"]["id"]`` (validated at parse)."""
-        record_id: str = self.raw["data"]["object"]["id"]
-        return record_id
+        """The changed record's id, ``raw["data"]["object"]["id"]`` (validated at parse), as
+        the indexed column holds it (:func:`indexed`)."""
+        return indexed(self.raw["data"]["object"]["id"])
 
 
 @dataclass(frozen=True)
@@ -181,7 +192,7 @@ def _parse_event(event: object, where: str, request_id: str | None) -> CleverEve
         raise _bad(f"{where} ({event_id}) has no 'data.object.id'", record_id, request_id)
     return CleverEvent(
         id=event_id,
-        type=event_type,
+        type=indexed(event_type),
         created=_created(event.get("created"), event_id),
         raw=event,
     )
@@ -201,15 +212,24 @@ def _created(value: object, event_id: str) -> datetime:
         else:
             if parsed.tzinfo is None:
                 parsed = parsed.replace(tzinfo=UTC)
-            return parsed.astimezone(UTC)
+            try:
+                return parsed.astimezone(UTC)
+            except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00
+                pass
     return object_id_time(event_id)
 
 
 def _load_json(body: bytes | str, request_id: str | None, redact: Iterable[str]) -> Any:
     try:
-        return json.loads(body)
+        # NaN and Infinity are not JSON, though Python reads them: they become null, as in
+        # JavaScript, so that the webhook body stays JSON every receiver can read
+        return json.loads(body, parse_constant=lambda _name: None)
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
         raise bad_json(body, exc, request_id=request_id, redact=redact) from None
+    except RecursionError:
+        raise CleverBadBody(
+            "Clever sent JSON nested too deeply to read", request_id=request_id
+        ) from None
 
 
 def bad_json(

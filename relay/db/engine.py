@@ -29,10 +29,16 @@ def utcnow() -> datetime:
 
 def _create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     parsed = make_url(url)
+    # Bound parameters are district tokens, signing secrets and student records: an error's
+    # text (logged, or shown by a traceback) must never carry them.
     if parsed.get_backend_name() != "sqlite":
-        return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+        return create_async_engine(
+            url, pool_pre_ping=True, pool_size=10, max_overflow=10, hide_parameters=True
+        )
 
-    engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+    engine = create_async_engine(
+        url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, hide_parameters=True
+    )
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:

@@ -19,9 +19,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import replace
 
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlmodel import col, update
 
 from relay import counters
@@ -35,6 +36,7 @@ from relay.delivery.record import Sent, record_attempts
 from relay.delivery.schedule import RetrySchedule
 from relay.delivery.sender import AttemptOutcome, WebhookSender
 from relay.delivery.signing import active_secrets, webhook_headers
+from relay.delivery.slots import Slots
 from relay.queue import Job, RedisQueue, next_attempts
 from relay.tuning import DeliveryTuning
 
@@ -61,9 +63,7 @@ class AttemptPipeline:
         self.schedule = schedule
         self.disable_after = disable_after
         self.tuning = tuning
-        self.slots: defaultdict[str, asyncio.Semaphore] = defaultdict(
-            lambda: asyncio.Semaphore(tuning.max_in_flight)
-        )
+        self.slots = Slots(tuning.max_in_flight, tuning.slot_wait)
         self._recorder: Coalescer[Sent, DeliveryStatus | None] = Coalescer(
             self._record_batch, max_batch=tuning.record_batch
         )
@@ -90,17 +90,36 @@ class AttemptPipeline:
         # Shielded: the attempt was sent, so it must be recorded even if the job's timeout
         # (just above the delivery timeout) fires while the database is slow; a cancelled
         # recording would let the job run again and re-send, ignoring what the receiver said.
-        status = await asyncio.shield(self._recorder.submit((attempt, outcome)))
+        status = await asyncio.shield(self._record(attempt, outcome))
         self._log(attempt, subscription, outcome, status)
         if status is None:  # another run recorded this attempt first: say what it meant
             status, _ = state_after(attempt, outcome, self.schedule, utcnow())
         return status.value
 
+    async def _record(self, attempt: Attempt, outcome: AttemptOutcome) -> DeliveryStatus | None:
+        """Record the attempt. If the database refuses what the attempt brought back (a
+        value it cannot hold), it is recorded again without the receiver's reply, saying
+        so: an attempt that cannot be recorded would be sent again and again, unseen. A
+        database that is away (connection errors) is not that: the job runs again later."""
+        try:
+            return await self._recorder.submit((attempt, outcome))
+        except DBAPIError as exc:
+            if isinstance(exc, OperationalError | InterfaceError) or exc.connection_invalidated:
+                raise
+            why = f"(not stored: the database refused it, {type(exc.orig).__name__})"
+            logger.error(
+                "delivery attempt recorded without the receiver's reply",
+                extra={"delivery_id": attempt.delivery_id, "error": type(exc.orig).__name__},
+            )
+            bare = replace(
+                outcome, response_excerpt=why, error=None if outcome.error is None else why
+            )
+            return await self._recorder.submit((attempt, bare))
+
     async def _send(
         self, attempt: Attempt, subscription: Subscription, body: bytes
     ) -> AttemptOutcome:
-        slot = self.slots[subscription.id]
-        if not await self._acquire(slot):
+        if not await self.slots.acquire(subscription.id):
             raise SubscriptionBusy(defer=random.uniform(0.5, 1.5))
         try:
             secrets = active_secrets(
@@ -114,19 +133,7 @@ class AttemptPipeline:
         finally:
             # released once the receiver answered, not once the attempt is recorded: holding
             # it through the shared write measured a third slower (bench/throughput.py)
-            slot.release()
-
-    async def _acquire(self, slot: asyncio.Semaphore) -> bool:
-        """One of the subscription's in-flight slots, waiting at most ``slot_wait``."""
-        if not slot.locked():
-            await slot.acquire()
-            return True
-        try:
-            async with asyncio.timeout(self.tuning.slot_wait):  # not wait_for: no extra task
-                await slot.acquire()
-        except TimeoutError:
-            return False
-        return True
+            self.slots.release(subscription.id)
 
     async def _record_batch(self, sent: Sequence[Sent]) -> list[DeliveryStatus | None]:
         """The attempts of concurrent jobs in one write transaction; then their next

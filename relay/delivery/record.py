@@ -59,12 +59,16 @@ async def record_attempts(
     conn = await session.connection()
     deliveries = table_of(Delivery)
     rows = await conn.execute(
-        select(deliveries.c.id, deliveries.c.attempts)
+        select(deliveries.c.id, deliveries.c.attempts, deliveries.c.status)
         .where(deliveries.c.id.in_({attempt.delivery_id for attempt, _ in sent}))
         .with_for_update()
     )
     now = utcnow()  # with the rows locked: next attempts are due after this commit starts
-    current: dict[int, int] = {int(i): int(n) for i, n in rows.all()}
+    locked = rows.all()
+    current: dict[int, int] = {int(i): int(n) for i, n, _ in locked}
+    # ended while the attempt was in flight (cancelled by a DELETE or a disable): the attempt
+    # is logged, but a final status never moves (cancelled does not become succeeded)
+    ended = {int(i): DeliveryStatus(s) for i, _, s in locked if s in FINAL}
     statuses: list[DeliveryStatus | None] = []
     next_jobs: list[Job] = []
     updates: list[dict[str, object]] = []
@@ -74,7 +78,10 @@ async def record_attempts(
             statuses.append(None)
             continue
         current[attempt.delivery_id] = attempt.number  # a second copy in the batch is stale
-        status, next_at = state_after(attempt, outcome, schedule, now)
+        if attempt.delivery_id in ended:
+            status, next_at = ended[attempt.delivery_id], None
+        else:
+            status, next_at = state_after(attempt, outcome, schedule, now)
         statuses.append(status)
         if next_at is not None:
             next_jobs.append(Job(attempt.delivery_id, attempt.number + 1, next_at))
@@ -89,7 +96,11 @@ async def record_attempts(
             updates,
         )
         await conn.execute(table_of(DeliveryAttempt).insert(), attempt_rows)
-    recorded = [(a, o, s) for (a, o), s in zip(sent, statuses, strict=True) if s is not None]
+    recorded = [
+        (a, o, s)
+        for (a, o), s in zip(sent, statuses, strict=True)
+        if s is not None and a.delivery_id not in ended
+    ]
     released = await chains.release(
         conn, [a.delivery_id for a, _, s in recorded if s in FINAL], now
     )

@@ -38,6 +38,13 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def storable(text: str | None) -> str | None:
+    """``text`` as every database can hold it: PostgreSQL refuses NUL in text, and a
+    receiver's reply (or a reason phrase) may carry one; it becomes U+FFFD, like any byte
+    that is not UTF-8."""
+    return text.replace("\x00", "\ufffd") if text and "\x00" in text else text
+
+
 EXCERPT_BYTES = 1024
 _CHECKED_URLS_MAX = 10_000
 DEFAULT_USER_AGENT = "clever-events-relay/0.1 (+webhooks)"
@@ -216,8 +223,8 @@ class WebhookSender:
             return AttemptOutcome(
                 status_code=status,
                 duration_ms=round((time.perf_counter() - started) * 1000),
-                error=error,
-                response_excerpt=excerpt.decode("utf-8", errors="replace"),
+                error=storable(error),
+                response_excerpt=storable(excerpt.decode("utf-8", errors="replace")) or "",
                 retry_after=retry_after,
                 attempted_at=attempted_at,
             )

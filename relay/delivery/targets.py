@@ -10,7 +10,7 @@ The check runs twice. At registration it catches the obvious (a literal address,
 metadata name, a bad scheme). At delivery it runs *inside the connector's resolver*, on the very
 addresses the socket will connect to, so a name that resolved harmlessly at registration and was
 later re-pointed at the metadata service (DNS rebinding) is still refused. IPv4 addresses hidden
-in IPv6 (mapped, NAT64, 6to4) are unwrapped first.
+in IPv6 (mapped, compatible, NAT64, 6to4) are unwrapped first.
 """
 
 from __future__ import annotations
@@ -42,19 +42,21 @@ BLOCKED_HOSTNAMES: frozenset[str] = frozenset(
     {"metadata.google.internal", "metadata.goog", "instance-data", "instance-data.ec2.internal"}
 )
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")  # deprecated ::a.b.c.d, still routed by some
 _LEGACY_IPV4 = re.compile(r"[0-9a-fA-FxX.]+")
 _HOSTNAME = re.compile(r"(\*\.|\.)?([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?\.)*[a-z0-9_-]{1,63}")
 MAX_URL_LENGTH = 2048
 
 
 def _unwrap(address: IPAddress) -> IPAddress:
-    """The IPv4 address an IPv6 address carries (mapped, NAT64, 6to4), else itself."""
+    """The IPv4 address an IPv6 address carries (mapped, compatible, NAT64, 6to4), else
+    itself (``::`` and ``::1`` are themselves)."""
     if isinstance(address, ipaddress.IPv6Address):
         if address.ipv4_mapped is not None:
             return address.ipv4_mapped
         if address.sixtofour is not None:
             return address.sixtofour
-        if address in _NAT64:
+        if address in _NAT64 or (address in _IPV4_COMPATIBLE and int(address) > 1):
             return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return address
 
@@ -62,8 +64,9 @@ def _unwrap(address: IPAddress) -> IPAddress:
 def _parse_ip(host: str) -> IPAddress | None:
     """``host`` as an address if it is one, including legacy IPv4 forms getaddrinfo accepts
     (``2852039166``, ``0xa9fea9fe``, ``169.254.43518``); None for a name."""
+    host = host.strip("[]").rstrip(".")  # "169.254.169.254." is that address too
     try:
-        return ipaddress.ip_address(host.strip("[]"))
+        return ipaddress.ip_address(host)
     except ValueError:
         pass
     if _LEGACY_IPV4.fullmatch(host):

@@ -17,11 +17,13 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from relay import counters
 from relay._exceptions import (
+    CleverBadBody,
     CleverError,
     CleverRateLimited,
     CleverTransportError,
@@ -40,7 +42,7 @@ from relay.fanout import operational
 from relay.loops import pause
 from relay.polling import leases
 from relay.polling.gap import detect_gap
-from relay.polling.store import store_page
+from relay.polling.store import PageResult, store_page
 from relay.queue import Job, RedisQueue
 from relay.settings import Settings
 from relay.tuning import PollingTuning
@@ -160,16 +162,7 @@ class DistrictPoller:
             now = utcnow()
             gap = detect_gap(district, page, now, self.app.settings.clever_retention)
             caught_up = len(page.events) < limit
-            result = await store_page(
-                self.app.db,
-                district_id=self.district_id,
-                lease_owner=self.app.worker_id,
-                expected_cursor=district.cursor,
-                events=page.events,
-                caught_up=caught_up,
-                lease_seconds=self.lease_seconds,
-                gap=gap,
-            )
+            result = await self.store(district, page, caught_up, gap)
             counters.EVENTS_INGESTED.inc(result.stored)
             if gap:
                 logger.warning("gap detected", extra=self.log_extra | {"detail": gap})
@@ -188,6 +181,34 @@ class DistrictPoller:
             if caught_up:
                 return
             district = await self.load()
+
+    async def store(
+        self, district: District, page: EventsPage, caught_up: bool, gap: str | None
+    ) -> PageResult:
+        """Store the page; a page the database refuses (a value it cannot hold) is an error
+        of the district's, naming the events, rather than a crash that would retry unseen."""
+        try:
+            return await store_page(
+                self.app.db,
+                district_id=self.district_id,
+                lease_owner=self.app.worker_id,
+                expected_cursor=district.cursor,
+                events=page.events,
+                caught_up=caught_up,
+                lease_seconds=self.lease_seconds,
+                gap=gap,
+            )
+        except DBAPIError as exc:
+            if isinstance(exc, OperationalError | InterfaceError) or exc.connection_invalidated:
+                raise  # the database is away, not refusing: the poller restarts
+            ids = [e.id for e in page.events]
+            where = f"events {ids[0]}..{ids[-1]}" if ids else "an empty page"
+            raise CleverBadBody(
+                f"the page after {district.cursor} ({where}) could not be stored: the "
+                f"database refused it ({type(exc.orig).__name__}); see the README, "
+                "'A district in error'",
+                request_id=page.request_id,
+            ) from None
 
     def pacer_delay(self, token: str | None) -> float:
         return 0.0 if token is None else self.app.clever.pacer.delay_for(token_key(token))

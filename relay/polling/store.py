@@ -89,7 +89,8 @@ async def store_page(
 
 def _change_status(district: District, gap: str | None, now: datetime) -> operational.Notice | None:
     """A gap is reported (once: a district already in ``gap_detected`` stays quiet); a
-    district in ``error`` whose page came through has recovered."""
+    district in ``error`` whose page came through has recovered; an active one's last error
+    is cleared (``gap_detected`` keeps its explanation until acknowledged)."""
     if gap is not None and district.status in _GAP_OVERRIDES:
         changed = district.status != DistrictStatus.GAP_DETECTED
         district.status, district.last_error = DistrictStatus.GAP_DETECTED, gap
@@ -101,6 +102,8 @@ def _change_status(district: District, gap: str | None, now: datetime) -> operat
     if district.status == DistrictStatus.ERROR:
         district.status, district.last_error = DistrictStatus.ACTIVE, None
         return operational.district_notice(operational.DISTRICT_RECOVERED, district, now)
+    if district.status == DistrictStatus.ACTIVE:
+        district.last_error = None  # a passing failure (one 5xx, a 429) is over
     return None
 
 

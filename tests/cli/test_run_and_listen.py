@@ -50,6 +50,10 @@ def test_run_on_embedded_defaults_and_listen(tmp_path: Path) -> None:
             )  # fmt: skip
             text = wait_for_text(listen, "✓ ", timeout=30)
             assert "district=" in text
+            # one process: its /metrics has the worker's counters beside the gauges
+            scraped = httpx.get(f"http://127.0.0.1:{api_port}/metrics").text
+            assert "relay_deliveries_waiting" in scraped
+            assert 'relay_delivery_attempts_total{result="succeeded"}' in scraped
 
             # a forged delivery is refused and said so
             forged = generate_secret()

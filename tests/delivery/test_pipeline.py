@@ -6,17 +6,23 @@ from __future__ import annotations
 import asyncio
 import threading
 
+import httpx
+import pytest
 from arq.connections import create_pool
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from relay.api.app import create_app
 from relay.db import Database, utcnow
 from relay.db.models import DeliveryAttempt
+from relay.delivery.sender import AttemptOutcome
 from relay.queue import Job, RedisQueue, redis_settings
+from relay.secrets import RuntimeSecrets
 from relay.settings import Settings
 from relay.tuning import DeliveryTuning
+from tests.support.config import ADMIN_TOKEN
 from tests.support.deliveries import add_deliveries, count_status, delivery, run_job
 from tests.support.receiver import Receiver
 from tests.support.servers import serve
@@ -176,3 +182,76 @@ async def test_a_slow_endpoint_does_not_stop_a_healthy_one(
 
 async def _count_is(db: Database, status: str, subscription_id: str, n: int) -> bool:
     return await count_status(db, status, subscription_id) >= n
+
+
+def _replying(status: int, body: bytes) -> Starlette:
+    async def hook(request: Request) -> Response:
+        return Response(body, status_code=status, media_type="application/octet-stream")
+
+    return Starlette(routes=[Route("/{path:path}", hook, methods=["POST"])])
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expected"),
+    [
+        (200, b"200 ok\x00", "succeeded"),
+        (500, b"\x1f\x8b\x08\x00binary\x00\xff", "retrying"),  # a gzip-like reply
+    ],
+)
+async def test_a_reply_the_database_cannot_hold_is_recorded_once(
+    db: Database, settings: Settings, redis_url: str, status: int, body: bytes, expected: str
+) -> None:
+    """PostgreSQL refuses NUL in text: the attempt was once never recorded, so the job ran
+    again every few seconds, forever. Now the reply is stored as the database can hold it."""
+    with serve(_replying(status, body)) as srv:
+        sub = await add_subscription(db, srv.url + "/hook")
+        (delivery_id,) = await add_deliveries(db, [sub], 1)
+        async with worker_context(worker_settings(settings, srv.url), redis_url) as app:
+            assert await run_job(app, delivery_id, 1) == expected
+            assert await run_job(app, delivery_id, 1) == "stale"  # recorded: not sent again
+    row, attempts = await delivery(db, delivery_id)
+    assert (row.status, row.attempts, len(attempts)) == (expected, 1, 1)
+    assert "\x00" not in attempts[0].response_excerpt
+    assert attempts[0].response_excerpt.startswith(body[:2].decode(errors="replace"))
+
+
+async def test_an_attempt_the_database_refuses_is_recorded_without_the_reply(
+    db: Database, settings: Settings, redis_url: str
+) -> None:
+    """Whatever else a database may refuse in a reply (here NUL, past the sender's clean-up,
+    on PostgreSQL): the attempt is recorded without it, and says so."""
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite stores NUL in text: nothing it refuses to provoke this with")
+    sub = await add_subscription(db, "http://127.0.0.1:9/hook")
+    (delivery_id,) = await add_deliveries(db, [sub], 1)
+    async with worker_context(worker_settings(settings, "http://127.0.0.1:9"), redis_url) as app:
+        (attempt,) = await app.pipeline.load([Job(delivery_id, 1)])
+        assert attempt is not None
+        outcome = AttemptOutcome(status_code=200, duration_ms=3, response_excerpt="ok\x00")
+        assert await app.pipeline._record(attempt, outcome) == "succeeded"
+    row, attempts = await delivery(db, delivery_id)
+    assert (row.status, row.attempts, len(attempts)) == ("succeeded", 1, 1)
+    assert "not stored: the database refused it" in attempts[0].response_excerpt
+
+
+async def test_a_delivery_cancelled_while_in_flight_stays_cancelled(
+    db: Database, settings: Settings, runtime: RuntimeSecrets, redis_url: str
+) -> None:
+    """The subscription is deleted (through the API) while its receiver holds the request:
+    the attempt is logged, and the delivery stays cancelled, as the DELETE left it."""
+    receiver = Receiver(responder=lambda n: (204, {}, 1.0))
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    with serve(receiver.app()) as srv, serve(create_app(settings, runtime)) as api:
+        sub = await add_subscription(db, srv.url + "/hook")
+        (delivery_id,) = await add_deliveries(db, [sub], 1)
+        async with worker_context(worker_settings(settings, srv.url), redis_url) as app:
+            job = asyncio.create_task(run_job(app, delivery_id, 1))
+            await wait_for(lambda: asyncio.sleep(0, bool(receiver.received)), 10, 0.01)
+            deleted = await asyncio.to_thread(
+                httpx.delete, f"{api.url}/v1/subscriptions/{sub.id}", headers=admin
+            )
+            assert deleted.status_code == 204
+            assert await job == "cancelled"
+    row, attempts = await delivery(db, delivery_id)
+    assert (row.status, row.attempts, len(attempts)) == ("cancelled", 1, 1)
+    assert attempts[0].status_code == 204

@@ -53,6 +53,8 @@ def test_private_and_public_targets_are_allowed(url: str) -> None:
         "http://169.254.43518/",
         "http://metadata.google.internal/computeMetadata/v1/",
         "http://METADATA.GOOGLE.INTERNAL./",
+        "http://169.254.169.254./",  # a trailing dot is the same address
+        "http://[::169.254.169.254]/",  # IPv4-compatible IPv6
     ],
 )
 def test_link_local_and_metadata_refused_at_registration(url: str) -> None:

@@ -131,3 +131,59 @@ async def test_a_gap_does_not_override_an_operator_or_auth_status(
     await store(db, events(0, 2), gap="possible gap: x")
     district = await get(db)
     assert (district.status, district.last_error) == (status, "kept")
+
+
+def _page_of(*items: dict[str, object]) -> bytes:
+    import json
+
+    return json.dumps({"data": [{"data": item} for item in items], "links": []}).encode()
+
+
+async def test_poison_events_from_clever_are_stored_faithfully(db: Database) -> None:
+    """A NUL in a record id, a record id or type longer than the column, a ``created`` past
+    the calendar's edge, a NaN: each once crashed the poller again and again (PostgreSQL
+    refused the row) while the district looked active. The body is kept as sent; only the
+    indexed columns take a storable form."""
+    import json
+
+    from relay.clever.events import parse_events_page
+
+    long_id = "r" * 100
+    long_type = "users." + "x" * 80
+    base = f"{T0:08x}"
+    items = [
+        {"id": base + "0" * 16, "type": "users.updated", "data": {"object": {"id": "a\x00b"}}},
+        {"id": base + "0" * 15 + "1", "type": "users.created", "data": {"object": {"id": long_id}}},
+        {"id": base + "0" * 15 + "2", "type": long_type, "data": {"object": {"id": "u1"}}},
+        {
+            "id": base + "0" * 15 + "3",
+            "type": "users.updated",
+            "created": "0001-01-01T00:00:00+14:00",
+            "data": {"object": {"id": "u2"}},
+        },
+    ]
+    body = _page_of(*items).replace(b'"u2"}', b'"u2", "score": NaN}')
+    page = parse_events_page(body)
+    await setup(db)
+    result = await store(db, page.events)
+    assert result.stored == 4
+    async with db.read() as session:
+        rows = {e.id: e for e in (await session.exec(select(Event))).all()}
+    first, second, third, fourth = (rows[str(item["id"])] for item in items)
+    assert first.record_id == "a\ufffdb"
+    assert json.loads(first.body)["data"]["object"]["id"] == "a\x00b"  # as Clever sent it
+    assert second.record_id == long_id[:64]
+    assert json.loads(second.body)["data"]["object"]["id"] == long_id
+    assert len(third.type) == 64
+    assert json.loads(third.body)["type"] == long_type
+    assert fourth.created == datetime.fromtimestamp(T0, UTC)  # the id's time instead
+    assert json.loads(fourth.body)["data"]["object"]["score"] is None  # JSON, not NaN
+    assert (await get(db)).status == DistrictStatus.ACTIVE
+
+
+def test_json_nested_too_deeply_is_a_bad_body_not_a_crash() -> None:
+    from relay._exceptions import CleverBadBody
+    from relay.clever.events import parse_events_page
+
+    with pytest.raises(CleverBadBody, match="nested too deeply"):
+        parse_events_page(b'{"data": ' + b"[" * 200_000 + b"]" * 200_000 + b"}")

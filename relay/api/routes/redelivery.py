@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from pydantic import AwareDatetime, BaseModel, field_validator, model_validator
 from sqlmodel import col
@@ -53,6 +53,10 @@ class RecoverRequest(schemas.RequestBody):
             raise ValueError(f"not {example}: {value!r}") from None
         if parsed.tzinfo is None:
             raise ValueError(f"{value!r} has no offset; give {example}")
+        try:
+            parsed.astimezone(UTC)
+        except OverflowError:  # 0001-01-01T00:00+14:00 is before the first representable UTC
+            raise ValueError(f"{value!r} is outside the times the relay can store") from None
         return value
 
     @model_validator(mode="after")

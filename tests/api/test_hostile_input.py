@@ -1,0 +1,74 @@
+"""Bad input answers 4xx with the error shape, naming what is wrong, never a 500 (and the
+connection stays usable): NUL characters anywhere, absurdly nested JSON, times at the edges of
+the calendar. These reached PostgreSQL (which refuses NUL in text) or Python's limits before."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+SUB = {"url": "http://10.0.0.1/hook"}
+
+
+def _ok_after(admin: httpx.Client, response: httpx.Response, status: int, needle: str) -> None:
+    assert response.status_code == status, response.text
+    assert needle in response.json()["error"]["message"], response.text
+    assert admin.get("/v1/subscriptions").status_code == 200  # the connection still serves
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        ({"url": "http://10.0.0.1/ho\u0000ok"}, "url: must not contain a NUL"),
+        (SUB | {"description": "a\u0000b"}, "description: must not contain a NUL"),
+        (SUB | {"schools": ["s1", "s\u00002"]}, "schools.1: must not contain a NUL"),
+        (SUB | {"x\u0000": 1}, "'x\\x00': must not contain a NUL"),
+    ],
+)
+def test_nul_in_a_json_string_is_422_naming_the_field(
+    admin: httpx.Client, body: dict[str, object], needle: str
+) -> None:
+    _ok_after(admin, admin.post("/v1/subscriptions", json=body), 422, needle)
+
+
+def test_nul_in_a_district_token_is_422(admin: httpx.Client) -> None:
+    body = {"id": "d1", "token": "tok\u0000en"}
+    _ok_after(admin, admin.post("/v1/districts", json=body), 422, "token: must not contain")
+
+
+def test_json_nested_100000_deep_is_400(admin: httpx.Client) -> None:
+    deep = '{"url": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    response = admin.post("/v1/subscriptions", content=deep)
+    _ok_after(admin, response, 400, "nested too deeply")
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/v1/subscriptions/%00"),
+        ("GET", "/v1/events/%00"),
+        ("GET", "/v1/districts/%00"),
+        ("DELETE", "/v1/tokens/%00"),
+        ("GET", "/v1/deliveries/%00"),
+        ("GET", "/v1/deliveries?subscription_id=%00"),
+        ("GET", "/v1/events?record_id=a%00b"),
+    ],
+)
+def test_nul_in_a_path_or_query_is_400(admin: httpx.Client, method: str, path: str) -> None:
+    _ok_after(admin, admin.request(method, path), 400, "NUL character")
+
+
+def test_nul_in_the_url_is_still_401_without_a_token(api_url: str) -> None:
+    assert httpx.get(f"{api_url}/v1/subscriptions/%00").status_code == 401
+
+
+@pytest.mark.parametrize("since", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"])
+@pytest.mark.parametrize("action", ["recover", "replay"])
+def test_a_window_beyond_the_calendar_is_422(admin: httpx.Client, since: str, action: str) -> None:
+    created = admin.post("/v1/subscriptions", json=SUB).json()
+    response = admin.post(
+        f"/v1/subscriptions/{created['id']}/{action}", content=json.dumps({"since": since})
+    )
+    _ok_after(admin, response, 422, "outside the times the relay can store")
