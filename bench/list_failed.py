@@ -23,7 +23,8 @@ import statistics
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -201,6 +202,24 @@ def measure(url: str, requests: int) -> None:
         thread.join(10)
 
 
+@contextmanager
+def throwaway_database(server: str, keep: bool) -> Iterator[str]:
+    """A fresh PostgreSQL database on ``server``, migrated to head; dropped after unless
+    ``keep``. Yields its URL."""
+    name = f"relay_bench_{secrets.token_hex(4)}"
+    url = server.rsplit("/", 1)[0] + "/" + name
+    asyncio.run(sql(server, (f'CREATE DATABASE "{name}"', {}), autocommit=True))
+    print(f"database {name}")
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        if not keep:
+            drop = f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
+            asyncio.run(sql(server, (drop, {}), autocommit=True))
+            print(f"\ndropped {name}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--server", default="postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
@@ -208,12 +227,7 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--keep", action="store_true", help="do not drop the database")
     args = parser.parse_args()
-    name = f"relay_bench_{secrets.token_hex(4)}"
-    url = args.server.rsplit("/", 1)[0] + "/" + name
-    asyncio.run(sql(args.server, (f'CREATE DATABASE "{name}"', {}), autocommit=True))
-    print(f"database {name}")
-    try:
-        upgrade(url)
+    with throwaway_database(args.server, args.keep) as url:
         start = time.perf_counter()
         params = {"owners": OWNERS, "n": SUBSCRIPTIONS, "subs": SUBSCRIPTIONS, "rows": args.rows}
         asyncio.run(
@@ -235,11 +249,6 @@ def main() -> int:
         ]:
             print(f"\nEXPLAIN ANALYZE — {label}:\n{compiled(filters)}\n")
             print(asyncio.run(explain(url, compiled(filters))))
-    finally:
-        if not args.keep:
-            drop = f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
-            asyncio.run(sql(args.server, (drop, {}), autocommit=True))
-            print(f"\ndropped {name}")
     return 0
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import secrets
 import sys
 import threading
 import time
@@ -39,12 +38,12 @@ from list_failed import (  # noqa: E402
     TARGET,
     explain,
     sql,
+    throwaway_database,
     timed,
 )
 
 from relay.api import metrics  # noqa: E402
 from relay.api.app import create_app  # noqa: E402
-from relay.cli.migrate import upgrade  # noqa: E402
 from relay.secrets import RuntimeSecrets  # noqa: E402
 from relay.settings import load_settings  # noqa: E402
 
@@ -116,12 +115,7 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--keep", action="store_true", help="do not drop the database")
     args = parser.parse_args()
-    name = f"relay_bench_{secrets.token_hex(4)}"
-    url = args.server.rsplit("/", 1)[0] + "/" + name
-    asyncio.run(sql(args.server, (f'CREATE DATABASE "{name}"', {}), autocommit=True))
-    print(f"database {name}")
-    try:
-        upgrade(url)
+    with throwaway_database(args.server, args.keep) as url:
         start = time.perf_counter()
         asyncio.run(
             sql(
@@ -137,11 +131,6 @@ def main() -> int:
         measure(url, args.redis, args.requests)
         print(f"\nEXPLAIN ANALYZE — {FAILED_COUNT}:")
         print(asyncio.run(explain(url, FAILED_COUNT)))
-    finally:
-        if not args.keep:
-            drop = f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
-            asyncio.run(sql(args.server, (drop, {}), autocommit=True))
-            print(f"\ndropped {name}")
     return 0
 
 

@@ -144,6 +144,7 @@ class Stack:
             "RELAY_SECRET_KEY": "bench-secret-key",
             "RELAY_DATA_DIR": str(self.workdir / "data"),
             "RELAY_LOG_FORMAT": "json",
+            "RELAY_ALLOW_LOOPBACK": "true",  # the receiver is on 127.0.0.1
         }
 
     def seed(

@@ -97,6 +97,15 @@ class CleverBadBody(CleverError):
         self.body_excerpt = body_excerpt
 
 
+class CleverResponseTooLarge(CleverError):
+    """Clever's answer was larger than the cap derived from the page size asked for; the
+    poller asks for smaller pages (``limit``: the cap is per request)."""
+
+    def __init__(self, message: str, *, limit: int, request_id: str | None = None) -> None:
+        super().__init__(message, request_id=request_id)
+        self.limit = limit
+
+
 class LeaseLost(RelayError):
     """This worker no longer holds the district's poll lease (it expired and another worker
     took it, or the cursor moved): the page it fetched must not be stored."""

@@ -20,6 +20,7 @@ from relay.tuning import Timeouts, Tuning
 
 if TYPE_CHECKING:
     from relay.delivery.schedule import RetrySchedule
+    from relay.delivery.targets import TargetPolicy
 
 SUPPORTED_DATABASE_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
 
@@ -48,6 +49,7 @@ class Settings(BaseSettings):
     delivery_timeout: float = Field(default=15.0, gt=0, le=300)
     disable_after: float = Field(default=432000.0, gt=0)
     allowed_targets: str | None = None
+    allow_loopback: bool = False  # with allowed_targets unset; relay run sets it
     retention_days: float = Field(default=30.0, gt=0)
     poll_lease: float = Field(default=30.0, ge=1, le=3600)
     clever_page_size: int = Field(default=1000, ge=1, le=10000)
@@ -92,6 +94,12 @@ class Settings(BaseSettings):
     def tuning(self) -> Tuning:
         """The internal knobs, with the values that derive from these settings."""
         return Tuning(timeouts=Timeouts(delivery=self.delivery_timeout))
+
+    @property
+    def target_policy(self) -> TargetPolicy:
+        from relay.delivery.targets import TargetPolicy
+
+        return TargetPolicy.from_env_value(self.allowed_targets, loopback=self.allow_loopback)
 
     @property
     def clever_credentials(self) -> tuple[str, str] | None:

@@ -97,6 +97,7 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         data_dir=tmp_path / "data",
         admin_token=ADMIN_TOKEN,
         secret_key="test-secret-key",
+        allow_loopback=True,  # the receivers are on 127.0.0.1
         _env_file=None,
     )
 

@@ -15,7 +15,6 @@ from relay.clever.ratelimit import TokenPacer
 from relay.db import Database
 from relay.delivery.pipeline import AttemptPipeline
 from relay.delivery.sender import WebhookSender
-from relay.delivery.targets import TargetPolicy
 from relay.polling.poller import PollingContext
 from relay.queue import RedisQueue
 from relay.settings import Settings
@@ -45,7 +44,7 @@ class WorkerContext:
         queue = RedisQueue(redis, enqueue_batch=tuning.enqueue_batch)
         sender = WebhookSender(
             timeout=settings.delivery_timeout,
-            policy=TargetPolicy.from_env_value(settings.allowed_targets),
+            policy=settings.target_policy,
         )
         await sender.__aenter__()
         pipeline = AttemptPipeline(

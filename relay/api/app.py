@@ -30,7 +30,6 @@ from relay.api.routes import (
 from relay.api.spec import merge_by_path
 from relay.db import Database
 from relay.delivery.sender import WebhookSender
-from relay.delivery.targets import TargetPolicy
 from relay.queue import RedisQueue
 from relay.secrets import RuntimeSecrets
 from relay.settings import Settings
@@ -58,10 +57,10 @@ def create_app(
         authenticator=Authenticator(runtime.admin_token, token_codec, database),
         tokens=token_codec,
         cursors=CursorCodec(runtime.secret_key),
-        target_policy=TargetPolicy.from_env_value(settings.allowed_targets),
+        target_policy=settings.target_policy,
         sender=WebhookSender(
             timeout=settings.delivery_timeout,
-            policy=TargetPolicy.from_env_value(settings.allowed_targets),
+            policy=settings.target_policy,
         ),
         metrics=MetricsEndpoint(database, queue, process_counters=process_counters),
         redis=redis,

@@ -23,6 +23,7 @@ from relay._exceptions import (
     CleverBadBody,
     CleverRateLimited,
     CleverResponseError,
+    CleverResponseTooLarge,
     CleverServerError,
     CleverTransportError,
     CleverUnauthorized,
@@ -59,6 +60,11 @@ REQUEST_ID_HEADER = "clever-request-id"
 USER_AGENT = "clever-events-relay"
 # When a 429 says nothing usable about its reset: Clever's window is 60 s.
 DEFAULT_RATE_LIMIT_WAIT = 60.0
+# The most a reply may hold: a page of ``limit`` events gets RESPONSE_BASE_BYTES plus
+# RESPONSE_BYTES_PER_EVENT each (real events are 1-10 KiB; a page of 1,000 may take 17 MiB).
+# Read as it streams in and abandoned past the cap: a 50 MB page once took a worker to 1.6 GB.
+RESPONSE_BASE_BYTES = 1024 * 1024
+RESPONSE_BYTES_PER_EVENT = 16 * 1024
 # A header value must be visible ASCII; checked up front so httpx never echoes a bad token.
 _TOKEN_RE = re.compile(r"[\x21-\x7e]+")
 
@@ -126,7 +132,7 @@ class CleverClient:
             if not is_valid_event_id(starting_after):
                 raise ValueError("starting_after must be a 24-hex Clever event id")
             params["starting_after"] = starting_after
-        reply = await self._get(token, "/v3.1/events", params)
+        reply = await self._get(token, "/v3.1/events", params, events=limit)
         return _page(reply, token)
 
     async def latest_event_id(self, token: str) -> str | None:
@@ -148,7 +154,45 @@ class CleverClient:
             _log_bad_body(reply, exc)
             raise
 
-    async def _get(self, token: str, path: str, params: Mapping[str, str]) -> _Reply:
+    async def _capped_get(
+        self, url: str, params: Mapping[str, str], token: str, cap: int
+    ) -> httpx.Response:
+        """The response with its body read, raising _TooLarge as soon as it passes ``cap``
+        (declared or streamed): never more than ``cap`` bytes in memory."""
+        headers = {
+            "Authorization": f"Bearer {token}",
+            "Accept": "application/json",
+            "User-Agent": USER_AGENT,
+        }
+        request = self._http.build_request(
+            "GET", url, params=params, headers=headers, timeout=self._timeout
+        )
+        response = await self._http.send(request, stream=True)
+        try:
+            declared = response.headers.get("Content-Length", "")
+            if declared.isdigit() and int(declared) > cap:
+                raise _TooLarge
+            body = bytearray()
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > cap:
+                    raise _TooLarge
+        finally:
+            await response.aclose()
+        # the body is decoded already (aiter_bytes undoes gzip): say so to the copy
+        headers = {
+            k: v
+            for k, v in response.headers.items()
+            if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")
+        }
+        return httpx.Response(
+            response.status_code, headers=headers, content=bytes(body), request=request
+        )
+
+    async def _get(
+        self, token: str, path: str, params: Mapping[str, str], *, events: int = 1
+    ) -> _Reply:
+        """GET ``path``; the reply is capped at what ``events`` events may take."""
         if not isinstance(token, str) or _TOKEN_RE.fullmatch(token) is None:
             raise ValueError("token is empty or holds characters an HTTP header can't carry")
         key = token_key(token)
@@ -156,17 +200,18 @@ class CleverClient:
         what = f"GET {path}"
         log_fields: dict[str, object] = {"method": "GET", "path": path, "token_key": key}
         started = time.perf_counter()
+        cap = RESPONSE_BASE_BYTES + events * RESPONSE_BYTES_PER_EVENT
         try:
-            response = await self._http.get(
-                self._base_url + path,
-                params=params,
-                headers={
-                    "Authorization": f"Bearer {token}",
-                    "Accept": "application/json",
-                    "User-Agent": USER_AGENT,
-                },
-                timeout=self._timeout,
+            response = await self._capped_get(self._base_url + path, params, token, cap)
+        except _TooLarge:
+            counters.CLEVER_REQUESTS.labels("too_large").inc()
+            too_large = CleverResponseTooLarge(
+                f"{what}: Clever's answer is larger than {cap:,} bytes (the cap for "
+                f"{events} events); asking for smaller pages",
+                limit=events,
             )
+            logger.warning("%s", too_large, extra=log_fields)
+            raise too_large from None
         except httpx.HTTPError as exc:
             counters.CLEVER_REQUESTS.labels("error").inc()
             failure = transport_error(exc, what, redact=(token,))
@@ -197,6 +242,10 @@ class CleverClient:
             logger.warning("%s", error_body, extra=log_fields)
             raise error_body
         return _Reply(content, request_id, rate_limit, log_fields)
+
+
+class _TooLarge(Exception):
+    pass
 
 
 def _page(reply: _Reply, token: str) -> EventsPage:

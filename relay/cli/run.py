@@ -99,6 +99,8 @@ async def _run(
 ) -> None:
     stop = stop_on_signals()
 
+    # one laptop: relay listen and local receivers are on loopback
+    settings = settings.model_copy(update={"allow_loopback": True})
     db = Database(settings.database_url)
     servers: list[QuietServer] = []
     simulated = await _wants_simulator(settings, db, args.simulator)

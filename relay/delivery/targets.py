@@ -1,10 +1,13 @@
 """Which addresses the relay may POST to (``docs/architecture.md``, "Targets").
 
-Targets are internal services, so private and loopback addresses are fine. What is never fine
-is link-local space, where clouds serve instance metadata and credentials (169.254.0.0/16,
+Targets are internal services, so private addresses are fine. What is never fine is
+link-local space, where clouds serve instance metadata and credentials (169.254.0.0/16,
 fe80::/10, AWS's fd00:ec2::254): a subscription pointing there would turn the relay into a
-credential-fetching proxy. ``RELAY_ALLOWED_TARGETS`` (CIDRs and host names) narrows the rest for
-stricter deployments.
+credential-fetching proxy. Loopback (127.0.0.0/8, ::1) is refused too by default: there the
+relay's own API, Redis and the database listen, and ``POST …/test`` would make any service
+token a probe of them. ``relay run`` allows it (so ``relay listen`` works on a laptop);
+``RELAY_ALLOWED_TARGETS`` (CIDRs and host names) replaces the default, to narrow targets for
+stricter deployments or to list loopback where a deployment delivers to its own host.
 
 The check runs twice. At registration it catches the obvious (a literal address, a well-known
 metadata name, a bad scheme). At delivery it runs *inside the connector's resolver*, on the very
@@ -92,12 +95,14 @@ class TargetPolicy:
 
     networks: tuple[IPNetwork, ...] = ()
     hosts: frozenset[str] = frozenset()
+    loopback: bool = False  # unrestricted only: whether loopback is allowed too
 
     @classmethod
-    def from_env_value(cls, value: str | None) -> TargetPolicy:
-        """Parse ``RELAY_ALLOWED_TARGETS`` (``"10.0.0.0/8,hooks.internal"``); unset = any."""
+    def from_env_value(cls, value: str | None, *, loopback: bool = False) -> TargetPolicy:
+        """Parse ``RELAY_ALLOWED_TARGETS`` (``"10.0.0.0/8,hooks.internal"``); unset = any
+        address but loopback (``loopback``: and loopback too)."""
         if value is None or not value.strip():
-            return cls()
+            return cls(loopback=loopback)
         networks: list[IPNetwork] = []
         hosts: set[str] = set()
         for position, raw in enumerate(value.split(","), start=1):
@@ -145,7 +150,15 @@ class TargetPolicy:
             if ip in net or inner in net:
                 what = host if _normalise_host(host).strip("[]") == str(ip) else f"{host} ({inner})"
                 raise TargetNotAllowed(f"{what} is a link-local or cloud-metadata address ({net})")
-        if not self.restricted or self.host_listed(host):
+        if not self.restricted:
+            if inner.is_loopback and not self.loopback:
+                what = host if _normalise_host(host).strip("[]") == str(ip) else f"{host} ({inner})"
+                raise TargetNotAllowed(
+                    f"{what} is a loopback address, refused unless RELAY_ALLOWED_TARGETS lists "
+                    "it (relay run allows it)"
+                )
+            return
+        if self.host_listed(host):
             return
         if not any(inner in net or ip in net for net in self.networks):
             raise TargetNotAllowed(f"{host} ({inner}) is outside RELAY_ALLOWED_TARGETS")

@@ -26,6 +26,7 @@ from relay._exceptions import (
     CleverBadBody,
     CleverError,
     CleverRateLimited,
+    CleverResponseTooLarge,
     CleverTransportError,
     CleverUnauthorized,
     LeaseLost,
@@ -70,6 +71,7 @@ class DistrictPoller:
         self.failures = 0
         self.unauthorized = 0  # 401s in a row whose token Clever still lists
         self.token_in_use: str | None = None  # the token of the last request
+        self.page_size: int | None = None  # smaller than the setting after too large a page
         self.log_extra = {"district_id": district_id, "worker": app.worker_id}
 
     @property
@@ -130,6 +132,8 @@ class DistrictPoller:
             await self.note_error(f"{exc} (the token is still current; retrying)")
             return max(wait, 0.1)
         except CleverError as exc:
+            if isinstance(exc, CleverResponseTooLarge):
+                self.page_size = max(1, exc.limit // 4)  # until caught up again
             self.failures += 1
             wait = self.app.tuning.backoff.next_delay(self.failures - 1)
             await self.note_error(str(exc), count_failure=True)
@@ -139,6 +143,7 @@ class DistrictPoller:
             return max(wait, 0.1)
         self.failures = 0
         self.unauthorized = 0
+        self.page_size = None
         return self.app.settings.poll_interval
 
     async def load(self) -> District:
@@ -156,8 +161,8 @@ class DistrictPoller:
         if district.cursor is None and district.start_from == "latest" and not district.seeded:
             await self.seed(district)
             district = await self.load()
-        limit = self.app.settings.clever_page_size
         while not self.stop.is_set():
+            limit = self.page_size or self.app.settings.clever_page_size
             page = await self.fetch(district, limit)
             now = utcnow()
             gap = detect_gap(district, page, now, self.app.settings.clever_retention)

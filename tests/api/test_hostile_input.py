@@ -9,6 +9,12 @@ import json
 import httpx
 import pytest
 
+from relay.api.app import create_app
+from relay.secrets import RuntimeSecrets
+from relay.settings import Settings
+from tests.support.config import ADMIN_TOKEN
+from tests.support.servers import serve
+
 SUB = {"url": "http://10.0.0.1/hook"}
 
 
@@ -72,3 +78,23 @@ def test_a_window_beyond_the_calendar_is_422(admin: httpx.Client, since: str, ac
         f"/v1/subscriptions/{created['id']}/{action}", content=json.dumps({"since": since})
     )
     _ok_after(admin, response, 422, "outside the times the relay can store")
+
+
+def test_loopback_targets_are_refused_outside_relay_run(
+    settings: Settings, runtime: RuntimeSecrets
+) -> None:
+    """Outside ``relay run`` a subscription, or a ``/test``, cannot reach the relay's own
+    host (its API, Redis): /test once answered ~350 probes a second with the reply's start."""
+    strict = settings.model_copy(update={"allow_loopback": False})
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    with (
+        serve(create_app(strict, runtime)) as api,
+        httpx.Client(base_url=api.url, headers=headers) as admin,
+    ):
+        for url in ("http://127.0.0.1:6379/", "http://[::1]:8000/v1/tokens"):
+            refused = admin.post("/v1/subscriptions", json={"url": url})
+            assert refused.status_code == 422, refused.text
+            assert "loopback address" in refused.json()["error"]["message"]
+        sub = admin.post("/v1/subscriptions", json=SUB).json()
+        moved = admin.patch(f"/v1/subscriptions/{sub['id']}", json={"url": "http://127.0.0.1/"})
+        assert moved.status_code == 422

@@ -36,7 +36,8 @@ def test_run_on_embedded_defaults_and_listen(tmp_path: Path) -> None:
         run = RelayProcess(
             ["run", "--port", str(api_port), "--simulator-port", str(sim_port),
              "--simulator-rate", "5"],
-            {}, tmp_path / "run.log",
+            {"RELAY_ALLOW_LOOPBACK": "false"},  # relay run allows loopback by itself
+            tmp_path / "run.log",
         )  # fmt: skip
         listen = None
         try:

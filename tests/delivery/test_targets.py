@@ -26,15 +26,33 @@ ANY = TargetPolicy()
         "http://hooks.internal/clever",
         "https://example.com:8443/x?y=1",
         "http://10.0.0.5/",
-        "http://127.0.0.1:8000/",
         "http://192.168.1.1/",
-        "http://[::1]:9000/",
         "http://[fd00::1]/",  # private IPv6 is fine, only fd00:ec2::254 is metadata
         "HTTP://Example.COM/",
     ],
 )
 def test_private_and_public_targets_are_allowed(url: str) -> None:
     validate_target_url(url, ANY)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8000/",
+        "http://127.1.2.3/",
+        "http://[::1]:9000/",
+        "http://[::ffff:127.0.0.1]/",
+    ],
+)
+def test_loopback_is_refused_by_default_and_allowed_when_asked(url: str) -> None:
+    """Loopback is where the relay's own API and Redis listen: refused unless ``relay run``
+    (``loopback=True``) or RELAY_ALLOWED_TARGETS lists it."""
+    with pytest.raises(TargetNotAllowed, match="loopback address, refused unless"):
+        validate_target_url(url, ANY)
+    validate_target_url(url, TargetPolicy(loopback=True))
+    validate_target_url(url, TargetPolicy.from_env_value("127.0.0.0/8,::1/128,::ffff:0:0/96"))
+    with pytest.raises(TargetNotAllowed, match="outside RELAY_ALLOWED_TARGETS"):
+        validate_target_url(url, TargetPolicy.from_env_value("10.0.0.0/8"))
 
 
 @pytest.mark.parametrize(
