@@ -143,6 +143,7 @@ API_ERROR_CODES = {
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "invalid_request",
+    429: "rate_limited",
     500: "internal_error",
     503: "unavailable",
 }
@@ -152,11 +153,18 @@ class ApiError(RelayError):
     """An API request is refused: answered ``status`` with the error shape
     ``{"error": {"code", "message"}}`` (``relay.api.errors``)."""
 
-    def __init__(self, status: int, message: str, code: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code or API_ERROR_CODES.get(status, "error")
         self.message = message
+        self.headers = headers or {}
 
 
 class OperatorError(RelayError):

@@ -121,12 +121,32 @@ class CronTuning:
 
 
 @dataclass(frozen=True, slots=True)
+class ApiTuning:
+    """The API's protection against its own clients (``relay.api.limits``)."""
+
+    #: /v1 requests one process works on at once; more are answered 503 at once. Twice the
+    #: database pool (10 + 10 overflow): beyond that requests only queue for a connection
+    max_in_flight: int = 40
+    #: per token (owner), sustained requests per second and burst, per API process: well
+    #: above what a service managing its subscriptions needs, well below a runaway loop
+    per_token_rate: float = 100.0
+    per_token_burst: int = 200
+    #: ``POST …/test`` per owner: it reaches out to a URL and reports what came back, so it
+    #: must not be a fast probe (it once ran ~350 times a second)
+    test_rate: float = 1.0
+    test_burst: int = 10
+    #: seconds a request waits for a database connection before it is answered 503
+    pool_timeout: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
 class Tuning:
     timeouts: Timeouts = field(default_factory=Timeouts)
     polling: PollingTuning = field(default_factory=PollingTuning)
     delivery: DeliveryTuning = field(default_factory=DeliveryTuning)
     reconcile: ReconcileTuning = field(default_factory=ReconcileTuning)
     cron: CronTuning = field(default_factory=CronTuning)
+    api: ApiTuning = field(default_factory=ApiTuning)
     #: a long-running loop that failed is started again this much later (``relay.loops``)
     restart_delay: float = 1.0
     #: Redis commands per enqueue pipeline

@@ -14,7 +14,13 @@ from relay.api import ui
 from relay.api.auth import Authenticator, AuthMiddleware, TokenCodec
 from relay.api.context import Services
 from relay.api.errors import exception_handlers
-from relay.api.limits import BodySizeLimitMiddleware, RejectNulMiddleware
+from relay.api.limits import (
+    BodySizeLimitMiddleware,
+    LoadSheddingMiddleware,
+    RateLimitMiddleware,
+    RejectNulMiddleware,
+    TokenBuckets,
+)
 from relay.api.metrics import MetricsEndpoint
 from relay.api.pagination import CursorCodec
 from relay.api.routes import (
@@ -47,7 +53,8 @@ def create_app(
     subscriptions) at once; without it the reconciler queues them within seconds.
     ``process_counters``: ``/metrics`` adds this process's counters (``relay run``, where a
     worker shares the process)."""
-    database = db or Database(settings.database_url)
+    limits = settings.tuning.api
+    database = db or Database(settings.database_url, pool_timeout=limits.pool_timeout)
     redis = ArqRedis.from_url(redis_url) if redis_url else None
     queue = RedisQueue(redis) if redis is not None else None
     token_codec = TokenCodec(runtime.secret_key)
@@ -63,6 +70,7 @@ def create_app(
             policy=settings.target_policy,
         ),
         metrics=MetricsEndpoint(database, queue, process_counters=process_counters),
+        test_sends=TokenBuckets(limits.test_rate, limits.test_burst),
         redis=redis,
         queue=queue,
     )
@@ -97,7 +105,11 @@ def create_app(
             ]
         ),
         middleware=[
+            Middleware(LoadSheddingMiddleware, max_in_flight=limits.max_in_flight),
             Middleware(AuthMiddleware, authenticator=svc.authenticator),
+            Middleware(
+                RateLimitMiddleware, rate=limits.per_token_rate, burst=limits.per_token_burst
+            ),
             Middleware(BodySizeLimitMiddleware),
             Middleware(RejectNulMiddleware),
         ],

@@ -12,6 +12,7 @@ from starlette.requests import Request
 
 from relay.api.auth import Authenticator, TokenCodec
 from relay.api.errors import ApiError, describe_validation_error
+from relay.api.limits import TokenBuckets
 from relay.api.metrics import MetricsEndpoint
 from relay.api.pagination import CursorCodec
 from relay.db import Database
@@ -33,6 +34,7 @@ class Services:
     target_policy: TargetPolicy
     sender: WebhookSender
     metrics: MetricsEndpoint
+    test_sends: TokenBuckets
     redis: ArqRedis | None = None
     queue: RedisQueue | None = None
 

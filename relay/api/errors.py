@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pydantic import ValidationError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -46,7 +47,7 @@ def describe_validation_error(exc: ValidationError) -> str:
 
 async def _api_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.message, exc.code)
+    return error_response(exc.status, exc.message, exc.code, headers=exc.headers)
 
 
 async def _http_error(_request: Request, exc: Exception) -> Response:
@@ -59,6 +60,13 @@ async def _http_error(_request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, message, headers=exc.headers)
 
 
+async def _pool_exhausted(_request: Request, exc: Exception) -> Response:
+    logger.warning("database pool exhausted: answering 503")
+    return error_response(
+        503, "the API is busy; retry shortly", code="overloaded", headers={"Retry-After": "2"}
+    )
+
+
 async def _unhandled(request: Request, exc: Exception) -> Response:
     logger.exception("unhandled error", extra={"path": request.url.path, "method": request.method})
     return error_response(500, "internal error")
@@ -67,5 +75,6 @@ async def _unhandled(request: Request, exc: Exception) -> Response:
 exception_handlers: dict[Any, Any] = {
     ApiError: _api_error,
     HTTPException: _http_error,
+    PoolTimeout: _pool_exhausted,
     Exception: _unhandled,
 }

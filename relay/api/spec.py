@@ -62,7 +62,8 @@ _ERROR_TEXT = {
     409: "Conflicts with existing state",
     413: "Request body larger than 1 MiB",
     422: "Invalid field values",
-    503: "Not ready",
+    429: "Too many requests for this token (see Retry-After)",
+    503: "Not ready, or the API is busy (see Retry-After)",
 }
 
 
@@ -174,7 +175,7 @@ def _operation_object(path: str, method: str, op: Operation) -> dict[str, Any]:
         responses[str(status)] = entry
     errors = set(op.errors)
     if op.auth:
-        errors |= {401}
+        errors |= {400, 401, 429, 503}  # 400: a NUL in the URL; 429/503: the API's limits
     if op.request is not None:
         errors |= {400, 413, 422}
     if op.query:

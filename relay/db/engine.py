@@ -33,7 +33,12 @@ def _create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     # text (logged, or shown by a traceback) must never carry them.
     if parsed.get_backend_name() != "sqlite":
         return create_async_engine(
-            url, pool_pre_ping=True, pool_size=10, max_overflow=10, hide_parameters=True
+            url,
+            pool_pre_ping=True,
+            pool_size=10,
+            max_overflow=10,
+            pool_timeout=kwargs.get("pool_timeout", 30.0),
+            hide_parameters=True,
         )
 
     engine = create_async_engine(
@@ -62,9 +67,11 @@ def _create_engine(url: str, **kwargs: Any) -> AsyncEngine:
 class Database:
     """One engine per process; ``read()`` and ``write()`` open a session in a transaction."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, pool_timeout: float = 30.0) -> None:
+        """``pool_timeout``: seconds to wait for a connection when all are in use
+        (PostgreSQL; the API answers 503 sooner than a worker gives up)."""
         self.url = url
-        self.engine = _create_engine(url)
+        self.engine = _create_engine(url, pool_timeout=pool_timeout)
         self._write_engine = self.engine.execution_options(**{_WRITE_OPTION: True})
 
     @contextlib.asynccontextmanager

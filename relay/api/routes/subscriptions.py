@@ -16,6 +16,7 @@ from relay.api import schemas
 from relay.api.auth import Principal, principal
 from relay.api.context import Services, read_json, services
 from relay.api.errors import ApiError
+from relay.api.limits import retry_after
 from relay.api.pagination import parse_limit
 from relay.api.spec import CURSOR, LIMIT, Operation, Query, operation
 from relay.db import chains, utcnow
@@ -229,12 +230,19 @@ async def rotate_secret(request: Request) -> Response:
         {200: schemas.TestAttempt},
         errors=(404,),
         description="Signed like every delivery (webhook-id is the test event's id); the "
-        "attempt is returned, not stored. Works on a disabled subscription too.",
+        "attempt is returned, not stored. Works on a disabled subscription too. At most one "
+        "a second per owner (bursts of 10), else 429 with Retry-After.",
     )
 )
 async def test_subscription(request: Request) -> Response:
-    svc = services(request)
-    sub = await load_visible(svc, principal(request), request.path_params["subscription_id"])
+    svc, who = services(request), principal(request)
+    sub = await load_visible(svc, who, request.path_params["subscription_id"])
+    if (wait := svc.test_sends.take(who.owner)) > 0:
+        raise ApiError(
+            429,
+            f"too many test sends for {who.owner!r}: {svc.test_sends.describe()}",
+            headers=retry_after(wait),
+        )
     now = utcnow()
     secrets = active_secrets(sub.secret, sub.previous_secret, sub.previous_secret_expires_at, now)
     event_id, outcome = await send_test(svc.sender, sub.url, secrets, sub.id, now)
