@@ -39,6 +39,20 @@ from relay.delivery.sender import WebhookSender
 from relay.queue import RedisQueue
 from relay.secrets import RuntimeSecrets
 from relay.settings import Settings
+from relay.tuning import ApiTuning
+
+
+def _middleware(authenticator: Authenticator, limits: ApiTuning) -> list[Middleware]:
+    """Outermost first: shed load before any work, authenticate before anything else is
+    looked at (so a bad token is a 401 whatever the request), then the per-token rate and
+    the shape of the request (``relay.api.limits``)."""
+    return [
+        Middleware(LoadSheddingMiddleware, max_in_flight=limits.max_in_flight),
+        Middleware(AuthMiddleware, authenticator=authenticator),
+        Middleware(RateLimitMiddleware, rate=limits.per_token_rate, burst=limits.per_token_burst),
+        Middleware(BodySizeLimitMiddleware),
+        Middleware(RejectNulMiddleware),
+    ]
 
 
 def create_app(
@@ -104,15 +118,7 @@ def create_app(
                 *ui.routes(runtime),
             ]
         ),
-        middleware=[
-            Middleware(LoadSheddingMiddleware, max_in_flight=limits.max_in_flight),
-            Middleware(AuthMiddleware, authenticator=svc.authenticator),
-            Middleware(
-                RateLimitMiddleware, rate=limits.per_token_rate, burst=limits.per_token_burst
-            ),
-            Middleware(BodySizeLimitMiddleware),
-            Middleware(RejectNulMiddleware),
-        ],
+        middleware=_middleware(svc.authenticator, limits),
         exception_handlers=exception_handlers,
         lifespan=lifespan,
     )

@@ -101,10 +101,23 @@ async def record_attempts(
         for (a, o), s in zip(sent, statuses, strict=True)
         if s is not None and a.delivery_id not in ended
     ]
+    next_jobs += await _consequences(session, recorded, now, disable_after)
+    return statuses, next_jobs
+
+
+Recorded = tuple[Attempt, AttemptOutcome, DeliveryStatus]
+
+
+async def _consequences(
+    session: AsyncSession, recorded: Sequence[Recorded], now: datetime, disable_after: float
+) -> list[Job]:
+    """What the recorded attempts cause, in the same transaction: ended deliveries release
+    the ones waiting for them, subscriptions' health and hourly statistics change, and
+    operational events are raised; returns the jobs to queue after the commit."""
+    conn = await session.connection()
     released = await chains.release(
         conn, [a.delivery_id for a, _, s in recorded if s in FINAL], now
     )
-    next_jobs += next_attempts(released, now)
     notices = await _failed_notices(conn, recorded)
     for attempt, outcome, _ in recorded:
         if attempt.subscription is not None:
@@ -113,11 +126,7 @@ async def record_attempts(
             )
             notices += [disabled] if disabled else []
     await count_attempts(conn, (_counted(a, o, s) for a, o, s in recorded if a.subscription))
-    next_jobs += await operational.raise_notices(conn, notices, now)
-    return statuses, next_jobs
-
-
-Recorded = tuple[Attempt, AttemptOutcome, DeliveryStatus]
+    return next_attempts(released, now) + await operational.raise_notices(conn, notices, now)
 
 
 def _counted(attempt: Attempt, outcome: AttemptOutcome, status: DeliveryStatus) -> Counted:
