@@ -258,3 +258,17 @@ class ServiceOwner(SQLModel, table=True):
     revoked: bool = False
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+
+
+#: How long a /ui session cookie lasts (``relay.api.ui``): an ended session's row is kept as long.
+UI_SESSION_SECONDS = 3600
+
+
+class EndedUiSession(SQLModel, table=True):
+    """A /ui session signed out before its cookie expired: the cookie is signed, so without
+    this row it would still work until then, on every replica."""
+
+    __tablename__ = "ended_ui_sessions"
+
+    id: str = Field(primary_key=True, max_length=32)
+    ended_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)

@@ -13,7 +13,16 @@ from sqlalchemy.orm import aliased
 from sqlmodel import col, delete, exists, select
 
 from relay.db.engine import Database, utcnow
-from relay.db.models import WAITING, Delivery, DeliveryAttempt, Event, Replay, SubscriptionHour
+from relay.db.models import (
+    UI_SESSION_SECONDS,
+    WAITING,
+    Delivery,
+    DeliveryAttempt,
+    EndedUiSession,
+    Event,
+    Replay,
+    SubscriptionHour,
+)
 
 logger = logging.getLogger("relay.retention")
 
@@ -86,6 +95,9 @@ async def purge_expired(db: Database, retention_days: float, batch: int) -> int:
         # the stats endpoint's longest window is a week: keep at least that, whatever the setting
         kept = min(cutoff, utcnow() - STATS_KEPT)
         await session.exec(delete(SubscriptionHour).where(col(SubscriptionHour.hour) < kept))
+        # a signed-out /ui session's cookie has expired by then anyway
+        ended = utcnow() - timedelta(seconds=UI_SESSION_SECONDS)
+        await session.exec(delete(EndedUiSession).where(col(EndedUiSession.ended_at) < ended))
     if deliveries or events:
         logger.info(
             "retention purge",

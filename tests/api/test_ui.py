@@ -192,6 +192,12 @@ async def test_sign_in_needs_a_same_origin_post_and_a_valid_token(
         assert out.status_code == 303
         assert ui.COOKIE not in client.cookies
         assert 'action="/ui/login"' in client.get("/ui").text
+    # a copy of the cookie taken before signing out (a shared machine, a stolen cookie) is
+    # signed out too, not valid for the rest of its hour
+    with httpx.Client(base_url=api_url, timeout=10, cookies={ui.COOKIE: value}) as copy:
+        replay = copy.get("/ui")
+        assert "Signed in as" not in replay.text
+        assert 'action="/ui/login"' in replay.text
 
 
 async def test_a_service_session_sees_only_its_owner_and_everything_is_escaped(

@@ -51,6 +51,7 @@ from relay.api.ui.session import (
     SESSION_SECONDS,
     SessionCodec,
     current_generation,
+    end_session,
     is_https,
     same_origin,
     signed_in,
@@ -208,6 +209,7 @@ class Ui:
                 document("Refused", '<p class="error">This form must be sent from the relay.</p>'),
                 403,
             )
+        await end_session(services(request), self.codec, request.cookies.get(COOKIE))
         response = RedirectResponse("/ui", status_code=303)
         response.headers.update(SECURITY_HEADERS)
         response.delete_cookie(

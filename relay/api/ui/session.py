@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -14,10 +15,10 @@ from starlette.requests import Request
 
 from relay.api.auth import Principal
 from relay.api.context import Services, services
-from relay.db.models import ServiceOwner
+from relay.db.models import UI_SESSION_SECONDS, EndedUiSession, ServiceOwner
 
 COOKIE = "relay_ui_session"
-SESSION_SECONDS = 3600
+SESSION_SECONDS = UI_SESSION_SECONDS
 _SALT = "relay.ui-session"
 
 
@@ -28,8 +29,8 @@ class Session:
 
 
 class SessionCodec:
-    """Signs and reads the session cookie: ``{"o": owner, "g": generation}`` for a service
-    token, ``{"o": "admin", "f": fingerprint}`` for the admin token."""
+    """Signs and reads the session cookie: ``{"o": owner, "g": generation, "s": id}`` for a
+    service token, ``{"o": "admin", "f": fingerprint, "s": id}`` for the admin token."""
 
     def __init__(self, secret_key: str, admin_token: str) -> None:
         self._serializer = URLSafeTimedSerializer(secret_key, salt=_SALT)
@@ -38,10 +39,14 @@ class SessionCodec:
         ).hexdigest()[:32]
 
     def for_admin(self) -> str:
-        return str(self._serializer.dumps({"o": "admin", "f": self._admin_fingerprint}))
+        return self._dumps({"o": "admin", "f": self._admin_fingerprint})
 
     def for_service(self, owner: str, generation: int) -> str:
-        return str(self._serializer.dumps({"o": owner, "g": generation}))
+        return self._dumps({"o": owner, "g": generation})
+
+    def _dumps(self, payload: dict[str, Any]) -> str:
+        # "s": the session's own id, so that signing out can end this session everywhere
+        return str(self._serializer.dumps(payload | {"s": secrets.token_hex(16)}))
 
     def read(self, value: str) -> dict[str, Any] | None:
         try:
@@ -65,14 +70,35 @@ async def current_generation(svc: Services, owner: str) -> int | None:
     return row.generation
 
 
+async def end_session(svc: Services, codec: SessionCodec, cookie: str | None) -> None:
+    """Sign out: the session's id is recorded, so its cookie stops working at once (kept
+    until the cookie would have expired anyway: ``relay.db.retention``)."""
+    payload = codec.read(cookie) if cookie else None
+    session_id = payload.get("s") if payload else None
+    if not isinstance(session_id, str) or len(session_id) > 32:
+        return
+    async with svc.db.write() as session:
+        if await session.get(EndedUiSession, session_id) is None:
+            session.add(EndedUiSession(id=session_id))
+
+
+async def _ended(svc: Services, payload: dict[str, Any]) -> bool:
+    session_id = payload.get("s")
+    if not isinstance(session_id, str):
+        return True  # a cookie from before sessions had ids: sign in again
+    async with svc.db.read() as session:
+        return await session.get(EndedUiSession, session_id) is not None
+
+
 async def signed_in(request: Request, codec: SessionCodec) -> Session | None:
-    """The signed-in principal, re-checked against the current tokens, or None."""
+    """The signed-in principal, re-checked against the current tokens and the sessions
+    signed out, or None."""
     value = request.cookies.get(COOKIE)
     if not value:
         return None
     svc = services(request)
     payload = codec.read(value)
-    if payload is None:
+    if payload is None or await _ended(svc, payload):
         return None
     if "f" in payload:
         if not codec.is_admin(payload):
