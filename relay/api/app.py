@@ -67,7 +67,7 @@ def create_app(
     subscriptions) at once; without it the reconciler queues them within seconds.
     ``process_counters``: ``/metrics`` adds this process's counters (``relay run``, where a
     worker shares the process)."""
-    limits = settings.tuning.api
+    limits, policy = settings.tuning.api, settings.target_policy
     database = db or Database(settings.database_url, pool_timeout=limits.pool_timeout)
     redis = ArqRedis.from_url(redis_url) if redis_url else None
     queue = RedisQueue(redis) if redis is not None else None
@@ -78,11 +78,8 @@ def create_app(
         authenticator=Authenticator(runtime.admin_token, token_codec, database),
         tokens=token_codec,
         cursors=CursorCodec(runtime.secret_key),
-        target_policy=settings.target_policy,
-        sender=WebhookSender(
-            timeout=settings.delivery_timeout,
-            policy=settings.target_policy,
-        ),
+        target_policy=policy,
+        sender=WebhookSender(timeout=settings.delivery_timeout, policy=policy),
         metrics=MetricsEndpoint(database, queue, process_counters=process_counters),
         test_sends=TokenBuckets(limits.test_rate, limits.test_burst),
         redis=redis,

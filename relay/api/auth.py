@@ -17,10 +17,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from relay.api.errors import ApiError, error_response
 from relay.db import Database
-from relay.db.models import ServiceOwner
+from relay.db.models import ADMIN_OWNER, ServiceOwner
 
 SERVICE_TOKEN_PREFIX = "rst_"
-ADMIN_OWNER = "admin"
 
 
 @dataclass(frozen=True)
@@ -91,7 +90,7 @@ class AuthMiddleware:
         self.authenticator = authenticator
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not _is_api_path(scope["path"]):
+        if scope["type"] != "http" or not is_api_path(scope["path"]):
             await self.app(scope, receive, send)
             return
         header = None
@@ -108,7 +107,7 @@ class AuthMiddleware:
         await self.app(scope, receive, send)
 
 
-def _is_api_path(path: str) -> bool:
+def is_api_path(path: str) -> bool:
     return path == "/v1" or path.startswith("/v1/")
 
 

@@ -60,10 +60,11 @@ def _nul_in(data: dict[str, Any]) -> str | None:
             if isinstance(value, list)
             else ()
         )
+        prefix = f"{where}." if where else ""
         for key, item in items:
             if isinstance(key, str) and "\x00" in key:
-                return f"{where}{'.' if where else ''}{key!r}"
-            stack.append((f"{where}{'.' if where else ''}{key}", item))
+                return f"{prefix}{key!r}"
+            stack.append((f"{prefix}{key}", item))
     return None
 
 

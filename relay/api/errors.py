@@ -60,11 +60,19 @@ async def _http_error(_request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, message, headers=exc.headers)
 
 
+def overloaded(retry_after: int) -> JSONResponse:
+    """503: the API is busy (too many requests in flight, or no database connection free)."""
+    return error_response(
+        503,
+        "the API is busy; retry shortly",
+        code="overloaded",
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
 async def _pool_exhausted(_request: Request, exc: Exception) -> Response:
     logger.warning("database pool exhausted: answering 503")
-    return error_response(
-        503, "the API is busy; retry shortly", code="overloaded", headers={"Retry-After": "2"}
-    )
+    return overloaded(retry_after=2)
 
 
 async def _unhandled(request: Request, exc: Exception) -> Response:

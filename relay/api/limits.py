@@ -17,7 +17,8 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from relay.api.errors import error_response
+from relay.api.auth import is_api_path
+from relay.api.errors import error_response, overloaded
 
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -80,10 +81,8 @@ class RejectNulMiddleware:
 
 
 def _is_api(scope: Scope) -> bool:
-    if scope["type"] != "http":  # lifespan and websocket scopes have no path
-        return False
-    path: str = scope["path"]
-    return path == "/v1" or path.startswith("/v1/")
+    # lifespan and websocket scopes have no path
+    return scope["type"] == "http" and is_api_path(scope["path"])
 
 
 class LoadSheddingMiddleware:
@@ -97,13 +96,7 @@ class LoadSheddingMiddleware:
             await self.app(scope, receive, send)
             return
         if self.in_flight >= self.max_in_flight:
-            busy = error_response(
-                503,
-                "the API is busy; retry shortly",
-                code="overloaded",
-                headers={"Retry-After": "1"},
-            )
-            await busy(scope, receive, send)
+            await overloaded(retry_after=1)(scope, receive, send)
             return
         self.in_flight += 1
         try:

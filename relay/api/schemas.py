@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints, field_validator
 
 from relay._exceptions import TargetNotAllowed
+from relay.clever.client import is_valid_token
 from relay.delivery.signing import parse_secret
 from relay.delivery.targets import TargetPolicy, validate_target_url
 from relay.fanout import operational
@@ -214,7 +215,7 @@ class TestAttempt(BaseModel):
 def _check_token(value: object) -> object:
     """Clever's tokens are printable ASCII; one with a space or another character an HTTP
     header cannot carry would only fail later, at every poll."""
-    if isinstance(value, str) and value and not all("!" <= c <= "~" for c in value):
+    if isinstance(value, str) and value and not is_valid_token(value):
         raise ValueError(
             "must be the district token as Clever issued it: printable ASCII, no spaces"
         )

@@ -69,6 +69,11 @@ RESPONSE_BYTES_PER_EVENT = 16 * 1024
 _TOKEN_RE = re.compile(r"[\x21-\x7e]+")
 
 
+def is_valid_token(token: object) -> bool:
+    """A token an HTTP header can carry: printable ASCII without spaces, as Clever issues."""
+    return isinstance(token, str) and _TOKEN_RE.fullmatch(token) is not None
+
+
 @dataclass(frozen=True)
 class _Reply:
     content: bytes
@@ -193,7 +198,7 @@ class CleverClient:
         self, token: str, path: str, params: Mapping[str, str], *, events: int = 1
     ) -> _Reply:
         """GET ``path``; the reply is capped at what ``events`` events may take."""
-        if not isinstance(token, str) or _TOKEN_RE.fullmatch(token) is None:
+        if not is_valid_token(token):
             raise ValueError("token is empty or holds characters an HTTP header can't carry")
         key = token_key(token)
         await self.pacer.wait(key)

@@ -20,6 +20,7 @@ from typing import Any, TypeGuard
 
 from relay._exceptions import CleverBadBody
 from relay.clever.ratelimit import RateLimit
+from relay.db.types import storable
 
 __all__ = [
     "CleverEvent",
@@ -76,7 +77,7 @@ def indexed(value: str) -> str:
     PostgreSQL refuses in text). The webhook body keeps the value as sent; only the column
     (filters, ordering by record) sees this form, so two record ids that differ only past
     64 characters are ordered as one record: more order, never less."""
-    return value.replace("\x00", "\ufffd")[:INDEXED_LENGTH]
+    return storable(value)[:INDEXED_LENGTH]
 
 
 def is_valid_event_id(value: object) -> TypeGuard[str]:

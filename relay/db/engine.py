@@ -16,11 +16,19 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 _WRITE_OPTION = "relay_write"
+
+
+def refused(exc: DBAPIError) -> bool:
+    """The database refused the statement's values (a NUL, a length, a constraint), as
+    opposed to being away (connection lost, server restarting): retrying the same values
+    cannot help, retrying after an outage can."""
+    return not isinstance(exc, OperationalError | InterfaceError) and not exc.connection_invalidated
 
 
 def utcnow() -> datetime:

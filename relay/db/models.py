@@ -96,6 +96,10 @@ def lag_seconds(
     return round(max(0.0, (now - newest).total_seconds()), 3)
 
 
+#: The owner name of the admin token (and of what it creates without naming an owner).
+ADMIN_OWNER = "admin"
+
+
 class Subscription(SQLModel, table=True):
     __tablename__ = "subscriptions"
     __table_args__ = (Index("ix_subscriptions_owner_id", "owner", "id"),)

@@ -10,6 +10,13 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
 
+def storable(text: str) -> str:
+    """``text`` as every database can hold it: PostgreSQL refuses NUL in text (SQLite keeps
+    it), and a receiver's reply or a value Clever sent may carry one; it becomes U+FFFD, as a
+    byte that is not UTF-8 does when decoded."""
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """Timezone-aware UTC in, timezone-aware UTC out.
 

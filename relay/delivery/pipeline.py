@@ -22,13 +22,14 @@ import random
 from collections.abc import Sequence
 from dataclasses import replace
 
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import col, update
 
 from relay import counters
 from relay._exceptions import SubscriptionBusy
 from relay.coalesce import Coalescer
 from relay.db import Database, chains, utcnow
+from relay.db.engine import refused
 from relay.db.models import WAITING, Delivery, DeliveryStatus, Subscription
 from relay.delivery.attempt import Attempt, load_attempts
 from relay.delivery.outcome import state_after
@@ -104,7 +105,7 @@ class AttemptPipeline:
         try:
             return await self._recorder.submit((attempt, outcome))
         except DBAPIError as exc:
-            if isinstance(exc, OperationalError | InterfaceError) or exc.connection_invalidated:
+            if not refused(exc):
                 raise
             why = f"(not stored: the database refused it, {type(exc.orig).__name__})"
             logger.error(

@@ -29,6 +29,7 @@ import aiohttp
 from yarl import URL
 
 from relay._exceptions import TargetNotAllowed
+from relay.db.types import storable
 from relay.delivery.targets import CheckingResolver, TargetPolicy
 
 logger = logging.getLogger(__name__)
@@ -36,13 +37,6 @@ logger = logging.getLogger(__name__)
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def storable(text: str | None) -> str | None:
-    """``text`` as every database can hold it: PostgreSQL refuses NUL in text, and a
-    receiver's reply (or a reason phrase) may carry one; it becomes U+FFFD, like any byte
-    that is not UTF-8."""
-    return text.replace("\x00", "\ufffd") if text and "\x00" in text else text
 
 
 EXCERPT_BYTES = 1024
@@ -223,8 +217,8 @@ class WebhookSender:
             return AttemptOutcome(
                 status_code=status,
                 duration_ms=round((time.perf_counter() - started) * 1000),
-                error=storable(error),
-                response_excerpt=storable(excerpt.decode("utf-8", errors="replace")) or "",
+                error=None if error is None else storable(error),
+                response_excerpt=storable(excerpt.decode("utf-8", errors="replace")),
                 retry_after=retry_after,
                 attempted_at=attempted_at,
             )

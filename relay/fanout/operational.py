@@ -23,12 +23,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from relay.db.models import District, Event, Subscription
+from relay.db.models import ADMIN_OWNER, District, Event, Subscription
 from relay.db.tables import insert_pending, table_of
 from relay.queue import Job
 
 RECORD_TYPE = "relay"
-ADMIN_OWNER = "admin"
 SUBSCRIPTION_DISABLED = "relay.subscription.disabled"
 DELIVERY_FAILED = "relay.delivery.failed"
 DISTRICT_GAP_DETECTED = "relay.district.gap_detected"

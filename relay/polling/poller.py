@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -38,6 +38,7 @@ from relay.clever.ratelimit import token_key
 from relay.clever.tokens import fetch_district_tokens
 from relay.db import Database, utcnow
 from relay.db.districts import update_leased
+from relay.db.engine import refused
 from relay.db.models import District, DistrictStatus
 from relay.fanout import operational
 from relay.loops import pause
@@ -204,7 +205,7 @@ class DistrictPoller:
                 gap=gap,
             )
         except DBAPIError as exc:
-            if isinstance(exc, OperationalError | InterfaceError) or exc.connection_invalidated:
+            if not refused(exc):
                 raise  # the database is away, not refusing: the poller restarts
             ids = [e.id for e in page.events]
             where = f"events {ids[0]}..{ids[-1]}" if ids else "an empty page"
@@ -324,8 +325,9 @@ class DistrictPoller:
         district = await session.get(District, self.district_id, populate_existing=True)
         if district is None:
             return []
-        notice = operational.district_notice(event_type, district, utcnow())
-        return await operational.raise_notices(await session.connection(), [notice], utcnow())
+        now = utcnow()
+        notice = operational.district_notice(event_type, district, now)
+        return await operational.raise_notices(await session.connection(), [notice], now)
 
     async def _update(self, session: AsyncSession, *conditions: Any, **values: Any) -> bool:
         return await update_leased(

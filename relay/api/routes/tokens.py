@@ -7,12 +7,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from relay.api import schemas
-from relay.api.auth import ADMIN_OWNER, principal
+from relay.api.auth import principal
 from relay.api.context import read_json, services
 from relay.api.errors import ApiError
 from relay.api.spec import Operation, operation
 from relay.db import utcnow
-from relay.db.models import ServiceOwner
+from relay.db.models import ADMIN_OWNER, ServiceOwner
 
 
 @operation(
