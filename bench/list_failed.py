@@ -38,6 +38,7 @@ from sqlalchemy.ext.asyncio import create_async_engine  # noqa: E402
 
 from relay.api.app import create_app  # noqa: E402
 from relay.cli.migrate import upgrade  # noqa: E402
+from relay.db.crypto import generate_key  # noqa: E402
 from relay.db.delivery_log import DeliveryFilters, delivery_query  # noqa: E402
 from relay.secrets import RuntimeSecrets  # noqa: E402
 from relay.settings import load_settings  # noqa: E402
@@ -136,7 +137,10 @@ def measure(url: str, requests: int) -> None:
     settings = load_settings(
         database_url=url, admin_token=ADMIN, secret_key="bench", _env_file=None
     )
-    app = create_app(settings, RuntimeSecrets(admin_token=ADMIN, secret_key="bench"))
+    app = create_app(
+        settings,
+        RuntimeSecrets(admin_token=ADMIN, secret_key="bench", encryption_key=generate_key()),
+    )
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)

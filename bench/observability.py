@@ -44,6 +44,7 @@ from list_failed import (  # noqa: E402
 
 from relay.api import metrics  # noqa: E402
 from relay.api.app import create_app  # noqa: E402
+from relay.db.crypto import generate_key  # noqa: E402
 from relay.secrets import RuntimeSecrets  # noqa: E402
 from relay.settings import load_settings  # noqa: E402
 
@@ -77,7 +78,7 @@ def measure(url: str, redis_url: str, requests: int) -> None:
     settings = load_settings(
         database_url=url, admin_token=ADMIN, secret_key="bench", _env_file=None
     )
-    runtime = RuntimeSecrets(admin_token=ADMIN, secret_key="bench")
+    runtime = RuntimeSecrets(admin_token=ADMIN, secret_key="bench", encryption_key=generate_key())
     app = create_app(settings, runtime, redis_url=redis_url)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

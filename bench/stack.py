@@ -142,6 +142,7 @@ class Stack:
             "RELAY_REDIS_URL": self.redis_url,
             "RELAY_ADMIN_TOKEN": "bench-admin-token",
             "RELAY_SECRET_KEY": "bench-secret-key",
+            "RELAY_ENCRYPTION_KEY": "mjmt_aJkhmTu6Q_kAvQEMmpD5nlbmFztTBwki7YOyHc=",
             "RELAY_DATA_DIR": str(self.workdir / "data"),
             "RELAY_LOG_FORMAT": "json",
             "RELAY_ALLOW_LOOPBACK": "true",  # the receiver is on 127.0.0.1

@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     admin_token: str | None = None
     secret_key: str | None = None
+    encryption_key: str | None = None  # Fernet keys, comma-separated: relay/db/crypto.py
+    max_subscriptions_per_owner: int = Field(default=1000, ge=1)
     data_dir: Path = Path(".relay")
     clever_api_url: str = "https://api.clever.com"
     clever_oauth_url: str = "https://clever.com"

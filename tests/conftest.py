@@ -16,13 +16,16 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import SQLModel
 
 from relay.clever.simulator import Simulator, SimulatorConfig, create_app
-from relay.db import Database
+from relay.db import Database, crypto
 from relay.db import models as _models  # noqa: F401  (registers the tables)
 from relay.secrets import RuntimeSecrets
 from relay.settings import Settings, load_settings
-from tests.support.config import ADMIN_TOKEN, BACKEND, POSTGRES_SERVER, REDIS_URL
+from tests.support.config import ADMIN_TOKEN, BACKEND, ENCRYPTION_KEY, POSTGRES_SERVER, REDIS_URL
 from tests.support.redis_server import REDIS_SERVER, PrivateRedis
 from tests.support.servers import ServerThread, serve
+
+# the tests write encrypted columns without an app or a worker of their own
+crypto.use(crypto.Keyring.parse(ENCRYPTION_KEY))
 
 
 def pytest_report_header() -> str:
@@ -97,6 +100,7 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         data_dir=tmp_path / "data",
         admin_token=ADMIN_TOKEN,
         secret_key="test-secret-key",
+        encryption_key=ENCRYPTION_KEY,
         allow_loopback=True,  # the receivers are on 127.0.0.1
         _env_file=None,
     )
@@ -104,7 +108,9 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def runtime() -> RuntimeSecrets:
-    return RuntimeSecrets(admin_token=ADMIN_TOKEN, secret_key="test-secret-key")
+    return RuntimeSecrets(
+        admin_token=ADMIN_TOKEN, secret_key="test-secret-key", encryption_key=ENCRYPTION_KEY
+    )
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
+from relay.db.crypto import generate_key
 from relay.settings import Settings
 from tests.support.processes import RelayProcess
 from tests.support.receiver import Receiver
@@ -78,6 +79,7 @@ async def test_no_secret_or_token_reaches_a_log_or_an_error_response(
 ) -> None:
     admin_token = "rat_" + secrets.token_urlsafe(32)
     secret_key = secrets.token_urlsafe(48)
+    encryption_key = generate_key()
     client_id = "cid-" + secrets.token_hex(6)
     client_secret = "cs-" + secrets.token_urlsafe(24)
     logs = tmp_path / "logs"
@@ -119,6 +121,7 @@ async def test_no_secret_or_token_reaches_a_log_or_an_error_response(
         "RELAY_REDIS_URL": redis_url,
         "RELAY_ADMIN_TOKEN": admin_token,
         "RELAY_SECRET_KEY": secret_key,
+        "RELAY_ENCRYPTION_KEY": encryption_key,
         "RELAY_DATA_DIR": str(tmp_path / "data"),
         "RELAY_CLEVER_API_URL": sim_url,
         "RELAY_CLEVER_OAUTH_URL": sim_url,
@@ -267,6 +270,7 @@ async def test_no_secret_or_token_reaches_a_log_or_an_error_response(
     relay_secrets = {
         "admin token": admin_token,
         "secret key": secret_key,
+        "encryption key": encryption_key,
         "service token": svc_token,
         "revoked service token": revoked_token,
         "wrong token tried": wrong_token,

@@ -12,11 +12,12 @@ from arq.connections import ArqRedis
 
 from relay.clever.client import CleverClient
 from relay.clever.ratelimit import TokenPacer
-from relay.db import Database
+from relay.db import Database, crypto
 from relay.delivery.pipeline import AttemptPipeline
 from relay.delivery.sender import WebhookSender
 from relay.polling.poller import PollingContext
 from relay.queue import RedisQueue
+from relay.secrets import resolve_keyring
 from relay.settings import Settings
 from relay.tuning import Tuning
 
@@ -40,6 +41,7 @@ class WorkerContext:
     @classmethod
     async def open(cls, settings: Settings, redis: ArqRedis) -> WorkerContext:
         tuning = settings.tuning
+        crypto.use(resolve_keyring(settings))
         db = Database(settings.database_url)
         queue = RedisQueue(redis, enqueue_batch=tuning.enqueue_batch)
         sender = WebhookSender(

@@ -34,7 +34,7 @@ from relay.api.routes import (
     tokens,
 )
 from relay.api.spec import merge_by_path
-from relay.db import Database
+from relay.db import Database, crypto
 from relay.delivery.sender import WebhookSender
 from relay.queue import RedisQueue
 from relay.secrets import RuntimeSecrets
@@ -68,6 +68,7 @@ def create_app(
     ``process_counters``: ``/metrics`` adds this process's counters (``relay run``, where a
     worker shares the process)."""
     limits, policy = settings.tuning.api, settings.target_policy
+    crypto.use(runtime.keyring)
     database = db or Database(settings.database_url, pool_timeout=limits.pool_timeout)
     redis = ArqRedis.from_url(redis_url) if redis_url else None
     queue = RedisQueue(redis) if redis is not None else None

@@ -10,6 +10,7 @@ from relay._exceptions import ConfigError
 from relay.cli import (
     deliveries,
     districts,
+    keys,
     listen,
     migrate,
     run,
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         deliveries,
         subscriptions,
         districts,
+        keys,
     ):
         sub = commands.add_parser(module.NAME, help=module.HELP, description=module.HELP)
         module.add_arguments(sub)

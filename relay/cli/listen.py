@@ -24,7 +24,7 @@ from starlette.routing import Route
 
 from relay.cli.serving import make_server, stop_on_signals
 from relay.delivery.signing import parse_secret, verify
-from relay.secrets import resolve_secrets
+from relay.secrets import admin_token
 from relay.settings import get_settings
 
 NAME = "listen"
@@ -121,7 +121,7 @@ def main(args: argparse.Namespace) -> int:
             return 2
         secret = args.secret
     else:
-        token = args.token or resolve_secrets(get_settings()).admin_token
+        token = args.token or admin_token(get_settings())
         filters = {
             key: [v.strip() for v in value.split(",") if v.strip()]
             for key, value in (("record_types", args.record_types), ("schools", args.schools))

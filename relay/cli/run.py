@@ -19,7 +19,8 @@ from relay.clever.simulator import Simulator, SimulatorConfig
 from relay.clever.simulator import create_app as create_simulator
 from relay.cli.migrate import upgrade
 from relay.cli.serving import QuietServer, make_server, stop_on_signals
-from relay.db import Database
+from relay.db import Database, crypto
+from relay.db.crypto import reencrypt
 from relay.db.models import District
 from relay.queue.embedded import EmbeddedRedis
 from relay.secrets import RuntimeSecrets, resolve_secrets
@@ -102,6 +103,9 @@ async def _run(
     # one laptop: relay listen and local receivers are on loopback
     settings = settings.model_copy(update={"allow_loopback": True})
     db = Database(settings.database_url)
+    crypto.use(runtime.keyring)
+    # what an earlier relay stored in plain text (or under an older key) is encrypted now
+    await reencrypt(db.engine, runtime.keyring)
     servers: list[QuietServer] = []
     simulated = await _wants_simulator(settings, db, args.simulator)
     if simulated:
@@ -134,7 +138,7 @@ async def _run(
 def main(args: argparse.Namespace) -> int:
     settings = get_settings()
     upgrade(settings.database_url)
-    runtime = resolve_secrets(settings)
+    runtime = resolve_secrets(settings, generate=True)
     embedded = None
     redis_url = settings.redis_url
     if not redis_url:

@@ -17,6 +17,7 @@ from sqlalchemy import false as sa_false
 from sqlmodel import Field, SQLModel
 
 from relay.clever.events import object_id_time
+from relay.db.crypto import Encrypted
 from relay.db.engine import utcnow
 from relay.db.types import UTCDateTime
 
@@ -58,7 +59,7 @@ class District(SQLModel, table=True):
 
     id: str = Field(primary_key=True, max_length=64)
     name: str | None = Field(default=None, max_length=200)
-    token: str = Field(max_length=512)
+    token: str = Field(sa_type=Encrypted, nullable=False)  # Clever's; encrypted at rest
     token_source: str = Field(default="manual", max_length=16)
     start_from: str = Field(default="latest", max_length=16)
     status: str = Field(default=DistrictStatus.ACTIVE, max_length=16)
@@ -118,8 +119,8 @@ class Subscription(SQLModel, table=True):
     changed: list[str] = Field(
         default_factory=list, sa_column=Column(JSON, nullable=False, server_default="[]")
     )
-    secret: str = Field(max_length=128)
-    previous_secret: str | None = Field(default=None, max_length=128)
+    secret: str = Field(sa_type=Encrypted, nullable=False)  # encrypted at rest
+    previous_secret: str | None = Field(default=None, sa_type=Encrypted)
     previous_secret_expires_at: datetime | None = _utc_column()
     enabled: bool = True
     # the events of one record go one at a time, in Clever's order (docs/architecture.md)

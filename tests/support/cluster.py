@@ -18,7 +18,7 @@ from sqlmodel import col, select
 from relay.db import Database
 from relay.db.models import Delivery
 from relay.settings import Settings
-from tests.support.config import ADMIN_TOKEN
+from tests.support.config import ADMIN_TOKEN, ENCRYPTION_KEY
 from tests.support.processes import RelayProcess
 from tests.support.receiver import Receiver
 from tests.support.servers import free_port
@@ -79,6 +79,7 @@ def cluster(
         "RELAY_REDIS_URL": redis_url,
         "RELAY_ADMIN_TOKEN": ADMIN_TOKEN,
         "RELAY_SECRET_KEY": "test-secret-key",
+        "RELAY_ENCRYPTION_KEY": ENCRYPTION_KEY,
         "RELAY_DATA_DIR": str(logs / "data"),
         "RELAY_CLEVER_API_URL": clever_url,
         "RELAY_LOG_LEVEL": "INFO",

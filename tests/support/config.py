@@ -16,4 +16,7 @@ POSTGRES_SERVER = os.environ.get(
 ADMIN_TOKEN = "rat_test-admin-token"
 
 
+ENCRYPTION_KEY = "mjmt_aJkhmTu6Q_kAvQEMmpD5nlbmFztTBwki7YOyHc="  # a Fernet key for the suite
+
+
 REDIS_URL = os.environ.get("RELAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")

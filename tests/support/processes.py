@@ -18,7 +18,7 @@ def process_env(
 ) -> dict[str, str]:
     """The environment of a relay process in a test: the test's database, Redis and Clever,
     the test admin token and key, and fast settings (``overrides`` are RELAY_* names)."""
-    from tests.support.config import ADMIN_TOKEN
+    from tests.support.config import ADMIN_TOKEN, ENCRYPTION_KEY
 
     return {
         "RELAY_DATABASE_URL": database_url,
@@ -26,6 +26,7 @@ def process_env(
         "RELAY_CLEVER_API_URL": clever_url,
         "RELAY_ADMIN_TOKEN": ADMIN_TOKEN,
         "RELAY_SECRET_KEY": "test-secret-key",
+        "RELAY_ENCRYPTION_KEY": ENCRYPTION_KEY,
         "RELAY_DATA_DIR": str(data_dir),
         "RELAY_POLL_LEASE": "2",
         "RELAY_POLL_INTERVAL": "0.2",

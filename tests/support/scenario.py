@@ -38,7 +38,7 @@ from relay.db import Database, utcnow
 from relay.db.models import Delivery, DeliveryAttempt, District, Event, Subscription
 from relay.delivery.signing import generate_secret
 from relay.fanout.matching import Filter
-from tests.support.config import ADMIN_TOKEN
+from tests.support.config import ADMIN_TOKEN, ENCRYPTION_KEY
 from tests.support.processes import RelayProcess
 from tests.support.receiver import Receiver
 from tests.support.servers import ServerThread, free_port, serve
@@ -319,6 +319,7 @@ class Scenario:
                 "RELAY_CLEVER_API_URL": self.clever_url,
                 "RELAY_ADMIN_TOKEN": ADMIN_TOKEN,
                 "RELAY_SECRET_KEY": "test-secret-key",
+                "RELAY_ENCRYPTION_KEY": ENCRYPTION_KEY,
                 "RELAY_DATA_DIR": str(self.logs / "data"),
             }
             | self.env
