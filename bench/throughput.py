@@ -91,7 +91,8 @@ def main() -> None:
     args = parser.parse_args()
     expected = args.events * args.subscriptions
     in_flight = args.workers * min(
-        DeliveryTuning().first_attempt_jobs, args.subscriptions * DeliveryTuning().max_in_flight
+        DeliveryTuning().first_attempt_jobs,
+        args.subscriptions * 8,  # the default max_in_flight
     )
 
     with Stack(args.db, redis_url=args.redis, code=args.code) as stack:

@@ -116,12 +116,18 @@ class TargetNotAllowed(RelayError):
 
 
 class SubscriptionBusy(RelayError):
-    """Every in-flight slot of the subscription in this worker stayed taken: the deliver job
-    steps aside and goes back in the queue ``defer`` seconds later."""
+    """The subscription's in-flight slots stayed taken (in this worker or across workers),
+    its per-second budget is spent, or its owner holds its share of the worker: the deliver
+    job steps aside and goes back in the queue ``defer`` seconds later."""
 
     def __init__(self, defer: float) -> None:
         super().__init__(f"subscription busy: retrying in {defer:.1f}s")
         self.defer = defer
+
+
+class SubscriptionClosed(RelayError):
+    """The subscription was deleted or disabled through the API after the job loaded it: its
+    gate turns the attempt away (``relay.queue.gates``)."""
 
 
 class PacedOut(RelayError):

@@ -59,12 +59,17 @@ class PollingTuning:
 class DeliveryTuning:
     """The delivery consumers and the attempt pipeline (``relay.delivery``)."""
 
-    #: attempts in flight per subscription in one worker: a slow or hanging endpoint holds at
-    #: most this many of the worker's slots
-    max_in_flight: int = 8
     #: a job waits this long for one of its subscription's slots (a healthy endpoint frees one
     #: within milliseconds), then steps aside and goes back in the queue ~1 s later
     slot_wait: float = 0.5
+    #: attempts in flight per owner in one worker: one team's hanging endpoints hold at most
+    #: this many of the worker's jobs, the rest stepping aside, so other teams keep theirs
+    owner_in_flight: int = 250
+    #: a subscription whose last attempts all timed out gets this budget per attempt (every
+    #: tenth still gets the whole delivery timeout, so a slow receiver can recover) ...
+    short_budget: float = 2.0
+    #: ... after this many timeouts in a row, in this worker
+    timeouts_before_short_budget: int = 3
     #: jobs in progress per worker on the first-attempts queue. Most of a job's life is spent
     #: waiting for a shared query or transaction, so more jobs make bigger batches rather
     #: than more load: 100 → 600 measured +50 % deliveries/s (bench/throughput.py)

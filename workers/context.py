@@ -17,6 +17,7 @@ from relay.delivery.pipeline import AttemptPipeline
 from relay.delivery.sender import WebhookSender
 from relay.polling.poller import PollingContext
 from relay.queue import RedisQueue
+from relay.queue.gates import Gates
 from relay.secrets import resolve_keyring
 from relay.settings import Settings
 from relay.tuning import Tuning
@@ -56,6 +57,7 @@ class WorkerContext:
             schedule=settings.schedule,
             disable_after=settings.disable_after,
             tuning=tuning.delivery,
+            gates=Gates(redis, lease=tuning.timeouts.job),
         )
         clever = CleverClient(settings.clever_api_url, pacer=TokenPacer())
         return cls(settings, tuning, db, redis, queue, sender, clever, pipeline)

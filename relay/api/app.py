@@ -37,6 +37,7 @@ from relay.api.spec import merge_by_path
 from relay.db import Database, crypto
 from relay.delivery.sender import WebhookSender
 from relay.queue import RedisQueue
+from relay.queue.gates import Gates
 from relay.secrets import RuntimeSecrets
 from relay.settings import Settings
 from relay.tuning import ApiTuning
@@ -85,6 +86,7 @@ def create_app(
         test_sends=TokenBuckets(limits.test_rate, limits.test_burst),
         redis=redis,
         queue=queue,
+        gates=None if redis is None else Gates(redis, lease=settings.tuning.timeouts.job),
     )
 
     @contextlib.asynccontextmanager

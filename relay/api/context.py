@@ -19,6 +19,7 @@ from relay.db import Database
 from relay.delivery.sender import WebhookSender
 from relay.delivery.targets import TargetPolicy
 from relay.queue import RedisQueue
+from relay.queue.gates import Gates
 from relay.settings import Settings
 
 M = TypeVar("M", bound=BaseModel)
@@ -37,6 +38,7 @@ class Services:
     test_sends: TokenBuckets
     redis: ArqRedis | None = None
     queue: RedisQueue | None = None
+    gates: Gates | None = None
 
 
 def services(request: Request) -> Services:

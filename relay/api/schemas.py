@@ -6,7 +6,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StringConstraints,
+    field_validator,
+)
 
 from relay._exceptions import TargetNotAllowed
 from relay.clever.client import is_valid_token
@@ -124,6 +132,25 @@ WebhookUrl = Annotated[
 ]
 
 
+MaxInFlight = Annotated[
+    StrictInt,
+    Field(
+        ge=1,
+        le=1000,
+        description="attempts in flight to this subscription at once, across all workers "
+        "(default 8): its rate is at most max_in_flight / the receiver's response time",
+    ),
+]
+MaxPerSecond = Annotated[
+    StrictInt,
+    Field(
+        ge=1,
+        le=10000,
+        description="attempts started per second, across all workers (null: no throttle)",
+    ),
+]
+
+
 class SubscriptionCreate(SubscriptionFilters):
     url: WebhookUrl = Field(description="absolute http(s) URL the relay POSTs to")
     description: str | None = Field(default=None, max_length=1000)
@@ -137,6 +164,8 @@ class SubscriptionCreate(SubscriptionFilters):
         default=False,
         description="deliver each record's events one at a time, in Clever's order",
     )
+    max_in_flight: MaxInFlight = 8
+    max_per_second: MaxPerSecond | None = None
     owner: OwnerName | None = Field(
         default=None, description="admin only; a service token always creates its own"
     )
@@ -157,6 +186,8 @@ class SubscriptionUpdate(SubscriptionFilters):
     description: str | None = Field(default=None, max_length=1000)
     enabled: StrictBool | None = None
     ordered: StrictBool | None = None
+    max_in_flight: MaxInFlight | None = None
+    max_per_second: MaxPerSecond | None = Field(default=None, description="null: no throttle")
 
     @field_validator("url")
     @classmethod
@@ -177,6 +208,8 @@ class Subscription(BaseModel):
     changed: list[str]
     enabled: bool
     ordered: bool
+    max_in_flight: int
+    max_per_second: int | None
     disabled_reason: str | None
     created_at: datetime
     updated_at: datetime

@@ -125,6 +125,9 @@ class Subscription(SQLModel, table=True):
     enabled: bool = True
     # the events of one record go one at a time, in Clever's order (docs/architecture.md)
     ordered: bool = Field(default=False, sa_column_kwargs={"server_default": sa_false()})
+    # attempts in flight across all workers, and started per second (None: no throttle)
+    max_in_flight: int = Field(default=8, sa_column_kwargs={"server_default": "8"})
+    max_per_second: int | None = None
     disabled_reason: str | None = Field(default=None, max_length=500)
     failing_since: datetime | None = _utc_column()
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)

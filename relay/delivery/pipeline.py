@@ -17,16 +17,18 @@ id is for.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
-from collections.abc import Sequence
+import secrets as secrets_module
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import col, update
 
 from relay import counters
-from relay._exceptions import SubscriptionBusy
+from relay._exceptions import SubscriptionBusy, SubscriptionClosed
 from relay.coalesce import Coalescer
 from relay.db import Database, chains, utcnow
 from relay.db.engine import refused
@@ -39,6 +41,8 @@ from relay.delivery.sender import AttemptOutcome, WebhookSender
 from relay.delivery.signing import active_secrets, webhook_headers
 from relay.delivery.slots import Slots
 from relay.queue import Job, RedisQueue, next_attempts
+from relay.queue.gates import Gates, Pass
+from relay.queue.gates import Request as GateRequest
 from relay.tuning import DeliveryTuning
 
 logger = logging.getLogger("relay.delivery")
@@ -57,6 +61,7 @@ class AttemptPipeline:
         schedule: RetrySchedule,
         disable_after: float,
         tuning: DeliveryTuning,
+        gates: Gates | None = None,
     ) -> None:
         self.db = db
         self.queue = queue
@@ -64,7 +69,10 @@ class AttemptPipeline:
         self.schedule = schedule
         self.disable_after = disable_after
         self.tuning = tuning
-        self.slots = Slots(tuning.max_in_flight, tuning.slot_wait)
+        self.gates = gates
+        self.slots = Slots(tuning.slot_wait)  # per subscription: its max_in_flight
+        self.owners = Slots(0)  # per owner: tuning.owner_in_flight, no waiting
+        self._timeouts: dict[str, int] = {}  # subscription id → timeouts in a row
         self._recorder: Coalescer[Sent, DeliveryStatus | None] = Coalescer(
             self._record_batch, max_batch=tuning.record_batch
         )
@@ -87,7 +95,11 @@ class AttemptPipeline:
         if not subscription.enabled:
             await self._settle(attempt, None)  # parked until the subscription is re-enabled
             return "parked"
-        outcome = await self._send(attempt, subscription, attempt.body.encode())
+        try:
+            outcome = await self._send(attempt, subscription, attempt.body.encode())
+        except SubscriptionClosed:  # deleted or disabled since the job loaded it
+            await self._settle(attempt, None)
+            return "closed"
         # Shielded: the attempt was sent, so it must be recorded even if the job's timeout
         # (just above the delivery timeout) fires while the database is slow; a cancelled
         # recording would let the job run again and re-send, ignoring what the receiver said.
@@ -120,9 +132,7 @@ class AttemptPipeline:
     async def _send(
         self, attempt: Attempt, subscription: Subscription, body: bytes
     ) -> AttemptOutcome:
-        if not await self.slots.acquire(subscription.id):
-            raise SubscriptionBusy(defer=random.uniform(0.5, 1.5))
-        try:
+        async with self._turn(attempt, subscription):
             secrets = active_secrets(
                 subscription.secret,
                 subscription.previous_secret,
@@ -130,11 +140,72 @@ class AttemptPipeline:
                 utcnow(),
             )
             headers = webhook_headers(secrets, attempt.event_id, body)
-            return await self.sender.send(subscription.url, headers, body)
+            outcome = await self.sender.send(
+                subscription.url, headers, body, budget=self._budget(subscription.id)
+            )
+        self._count_timeouts(subscription.id, outcome)
+        return outcome
+
+    @contextlib.asynccontextmanager
+    async def _turn(self, attempt: Attempt, subscription: Subscription) -> AsyncIterator[None]:
+        """Hold the attempt's places while it is sent: one of its owner's slots in this
+        worker, one of its subscription's here, and its pass through the subscription's gate
+        shared by all workers (``relay.queue.gates``). Raises SubscriptionBusy (the job steps
+        aside) or SubscriptionClosed. Released once the receiver answered, not once the
+        attempt is recorded: holding them through the shared write measured a third slower
+        (bench/throughput.py)."""
+        owner, sub_id = subscription.owner, subscription.id
+        if not await self.owners.acquire(owner, self.tuning.owner_in_flight):
+            raise SubscriptionBusy(defer=random.uniform(0.5, 1.5))
+        try:
+            if not await self.slots.acquire(sub_id, subscription.max_in_flight):
+                raise SubscriptionBusy(defer=random.uniform(0.5, 1.5))
+            try:
+                async with self._gate(attempt, subscription):
+                    yield
+            finally:
+                self.slots.release(sub_id)
         finally:
-            # released once the receiver answered, not once the attempt is recorded: holding
-            # it through the shared write measured a third slower (bench/throughput.py)
-            self.slots.release(subscription.id)
+            self.owners.release(owner)
+
+    @contextlib.asynccontextmanager
+    async def _gate(self, attempt: Attempt, subscription: Subscription) -> AsyncIterator[None]:
+        if self.gates is None:
+            yield
+            return
+        request = GateRequest(
+            subscription.id,
+            f"{attempt.delivery_id}:{attempt.number}:{secrets_module.token_hex(4)}",
+            subscription.max_in_flight,
+            subscription.max_per_second,
+        )
+        verdict = await self.gates.enter(request)
+        if verdict is Pass.CLOSED:
+            raise SubscriptionClosed
+        if verdict is Pass.BUSY:  # its max_in_flight is reached across the workers
+            raise SubscriptionBusy(defer=random.uniform(0.2, 0.8))
+        if verdict is Pass.THROTTLED:  # this second's max_per_second is spent
+            raise SubscriptionBusy(defer=random.uniform(0.05, 1.0))
+        try:
+            yield
+        finally:
+            await self.gates.leave(request)
+
+    def _budget(self, subscription_id: str) -> float | None:
+        """A shorter budget for an endpoint that keeps timing out (None: the whole delivery
+        timeout), so that a hanging receiver holds the worker's jobs for less."""
+        streak = self._timeouts.get(subscription_id, 0)
+        if streak < self.tuning.timeouts_before_short_budget or streak % 10 == 0:
+            return None
+        return self.tuning.short_budget
+
+    def _count_timeouts(self, subscription_id: str, outcome: AttemptOutcome) -> None:
+        if outcome.result == "timeout":
+            if len(self._timeouts) >= 10_000:  # bounded: forget all rather than grow
+                self._timeouts.clear()
+            self._timeouts[subscription_id] = self._timeouts.get(subscription_id, 0) + 1
+        else:
+            self._timeouts.pop(subscription_id, None)
 
     async def _record_batch(self, sent: Sequence[Sent]) -> list[DeliveryStatus | None]:
         """The attempts of concurrent jobs in one write transaction; then their next

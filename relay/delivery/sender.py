@@ -202,8 +202,12 @@ class WebhookSender:
         self._checked_urls[url] = target
         return target
 
-    async def send(self, url: str, headers: Mapping[str, str], body: bytes) -> AttemptOutcome:
-        """POST ``body`` to ``url`` once; never raises for HTTP, network or policy failures."""
+    async def send(
+        self, url: str, headers: Mapping[str, str], body: bytes, *, budget: float | None = None
+    ) -> AttemptOutcome:
+        """POST ``body`` to ``url`` once, within ``budget`` seconds (default the sender's);
+        never raises for HTTP, network or policy failures."""
+        budget = budget or self.timeout
         session = self._session
         if session is None:
             raise RuntimeError("WebhookSender is not open: use 'async with WebhookSender(...)'")
@@ -235,7 +239,7 @@ class WebhookSender:
                 return done()
 
         try:
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout(budget):
                 async with session.post(
                     target, data=body, headers=headers, allow_redirects=False
                 ) as response:
@@ -245,9 +249,9 @@ class WebhookSender:
                     excerpt = await _read_excerpt(response.content)
         except TimeoutError:
             if status is None:
-                error = f"timeout: no response within {_fmt_seconds(self.timeout)}"
+                error = f"timeout: no response within {_fmt_seconds(budget)}"
             else:
-                error = f"timeout: response body not received within {_fmt_seconds(self.timeout)}"
+                error = f"timeout: response body not received within {_fmt_seconds(budget)}"
         except TargetNotAllowed as exc:
             error = f"target not allowed: {exc}"
         except (aiohttp.ClientError, OSError, ValueError) as exc:

@@ -6,7 +6,12 @@ import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook
 
+from relay.api.app import create_app
+from relay.secrets import RuntimeSecrets
+from relay.settings import Settings
 from tests.support.api import service_client
+from tests.support.config import ADMIN_TOKEN
+from tests.support.servers import serve
 
 URL = "http://127.0.0.1:9999/hooks"
 
@@ -169,3 +174,55 @@ def test_schema_enums_are_the_matching_contract() -> None:
 
     assert set(get_args(RecordType)) == {*RECORD_TYPES, RECORD_TYPE}
     assert set(get_args(Action)) == set(ACTIONS)
+
+
+def test_delivery_limits_default_set_on_create_and_patch_and_shown(admin: httpx.Client) -> None:
+    plain = create(admin).json()
+    assert (plain["max_in_flight"], plain["max_per_second"]) == (8, None)
+    body = create(admin, max_in_flight=50, max_per_second=20).json()
+    assert (body["max_in_flight"], body["max_per_second"]) == (50, 20)
+    path = f"/v1/subscriptions/{body['id']}"
+    assert admin.patch(path, json={"max_in_flight": 2}).json()["max_per_second"] == 20
+    cleared = admin.patch(path, json={"max_per_second": None}).json()  # null: no throttle
+    assert (cleared["max_in_flight"], cleared["max_per_second"]) == (2, None)
+    assert admin.get(path).json()["max_in_flight"] == 2
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({"max_in_flight": 0}, "max_in_flight"),
+        ({"max_in_flight": 1001}, "max_in_flight"),
+        ({"max_in_flight": "8"}, "max_in_flight"),
+        ({"max_per_second": 0}, "max_per_second"),
+        ({"max_per_second": 2.5}, "max_per_second"),
+    ],
+)
+def test_bad_delivery_limits_are_422_naming_the_field(
+    admin: httpx.Client, fields: dict[str, object], named: str
+) -> None:
+    response = create(admin, **fields)
+    assert response.status_code == 422
+    assert response.json()["error"]["message"].startswith(named + ":")
+
+
+def test_an_owner_beyond_its_subscription_quota_gets_409(
+    settings: Settings, runtime: RuntimeSecrets
+) -> None:
+    small = settings.model_copy(update={"max_subscriptions_per_owner": 2})
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    with (
+        serve(create_app(small, runtime)) as server,
+        httpx.Client(base_url=server.url, headers=headers, timeout=10) as admin,
+    ):
+        team = service_client(admin, "team")
+        other = service_client(admin, "other")
+        assert [create(team).status_code for _ in range(2)] == [201, 201]
+        refused = create(team)
+        assert refused.status_code == 409
+        assert refused.json()["error"]["code"] == "quota_exceeded"
+        assert "RELAY_MAX_SUBSCRIPTIONS_PER_OWNER=2" in refused.json()["error"]["message"]
+        assert create(other).status_code == 201  # the quota is per owner
+        first = team.get("/v1/subscriptions").json()["data"][0]["id"]
+        assert team.delete(f"/v1/subscriptions/{first}").status_code == 204
+        assert create(team).status_code == 201

@@ -16,7 +16,6 @@ from relay.db import Database
 from relay.db.models import Delivery, DeliveryAttempt
 from relay.fanout.matching import record_schools
 from relay.settings import Settings
-from relay.tuning import DeliveryTuning
 from tests.support.cluster import (
     cluster,
     count,
@@ -29,7 +28,7 @@ from tests.support.receiver import Receiver
 from tests.support.servers import ServerThread, serve
 from tests.support.worker import wait_for
 
-MAX_IN_FLIGHT = DeliveryTuning().max_in_flight
+MAX_IN_FLIGHT = 8  # a subscription's default max_in_flight
 
 
 async def test_two_workers_deliver_each_event_to_exactly_the_subscriptions_it_matches(

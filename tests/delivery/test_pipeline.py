@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import httpx
 import pytest
@@ -21,7 +22,6 @@ from relay.delivery.sender import AttemptOutcome
 from relay.queue import Job, RedisQueue, redis_settings
 from relay.secrets import RuntimeSecrets
 from relay.settings import Settings
-from relay.tuning import DeliveryTuning
 from tests.support.config import ADMIN_TOKEN
 from tests.support.deliveries import add_deliveries, count_status, delivery, run_job
 from tests.support.receiver import Receiver
@@ -34,7 +34,7 @@ from tests.support.worker import (
     worker_settings,
 )
 
-MAX_IN_FLIGHT = DeliveryTuning().max_in_flight
+MAX_IN_FLIGHT = 8  # a subscription's default max_in_flight
 
 
 async def test_the_same_job_twice_records_one_attempt(
@@ -255,3 +255,43 @@ async def test_a_delivery_cancelled_while_in_flight_stays_cancelled(
     row, attempts = await delivery(db, delivery_id)
     assert (row.status, row.attempts, len(attempts)) == ("cancelled", 1, 1)
     assert attempts[0].status_code == 204
+
+
+async def test_no_attempt_starts_once_delete_returned(
+    db: Database, settings: Settings, runtime: RuntimeSecrets, redis_url: str
+) -> None:
+    """DELETE waits for the attempt in flight, and an attempt loaded before the DELETE but
+    sent after it returned is turned away at the subscription's gate (#15: six requests
+    arrived up to 135 ms after their DELETE had returned)."""
+    received: list[float] = []
+    answered: list[float] = []
+
+    async def hook(request: Request) -> Response:
+        received.append(time.monotonic())
+        await asyncio.sleep(1.0)
+        answered.append(time.monotonic())
+        return Response(status_code=204)
+
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    receiver = Starlette(routes=[Route("/hook", hook, methods=["POST"])])
+    api_app = create_app(settings, runtime, redis_url=redis_url)
+    with serve(receiver) as srv, serve(api_app) as api:
+        sub = await add_subscription(db, srv.url + "/hook")
+        first, second = await add_deliveries(db, [sub], 2)
+        async with worker_context(worker_settings(settings, srv.url), redis_url) as app:
+            in_flight = asyncio.create_task(run_job(app, first, 1))
+            await wait_for(lambda: asyncio.sleep(0, bool(received)), 10, 0.01)
+            (late,) = await app.pipeline.load([Job(second, 1)])  # loaded before the DELETE
+            deleted = await asyncio.to_thread(
+                httpx.delete, f"{api.url}/v1/subscriptions/{sub.id}", headers=admin
+            )
+            returned = time.monotonic()
+            assert deleted.status_code == 204
+            assert answered, "DELETE returned while an attempt was still in flight"
+            assert answered[0] <= returned
+            assert await app.pipeline.run(late) == "closed"
+            assert await in_flight == "cancelled"
+    assert len(received) == 1
+    for delivery_id in (first, second):
+        row, _ = await delivery(db, delivery_id)
+        assert row.status == "cancelled"

@@ -8,12 +8,12 @@ from relay.delivery.slots import Slots
 
 
 async def test_at_most_limit_in_flight_and_nothing_left_after() -> None:
-    slots = Slots(limit=2, wait=5)
+    slots = Slots(wait=5)
     running = peak = 0
 
     async def attempt(key: str) -> None:
         nonlocal running, peak
-        assert await slots.acquire(key)
+        assert await slots.acquire(key, 2)
         running += 1
         peak = max(peak, running)
         await asyncio.sleep(0.01)
@@ -28,12 +28,12 @@ async def test_at_most_limit_in_flight_and_nothing_left_after() -> None:
 
 
 async def test_a_wait_that_times_out_leaves_nothing_behind() -> None:
-    slots = Slots(limit=1, wait=0.05)
-    assert await slots.acquire("sub_a")
-    assert not await slots.acquire("sub_a")  # busy: steps aside
+    slots = Slots(wait=0.05)
+    assert await slots.acquire("sub_a", 1)
+    assert not await slots.acquire("sub_a", 1)  # busy: steps aside
     slots.release("sub_a")
     assert len(slots) == 0
-    waiter = asyncio.create_task(slots.acquire("sub_b"))
+    waiter = asyncio.create_task(slots.acquire("sub_b", 1))
     await asyncio.sleep(0)
     assert await waiter
     slots.release("sub_b")
@@ -41,9 +41,9 @@ async def test_a_wait_that_times_out_leaves_nothing_behind() -> None:
 
 
 async def test_a_cancelled_wait_leaves_nothing_behind() -> None:
-    slots = Slots(limit=1, wait=10)
-    assert await slots.acquire("sub_a")
-    waiter = asyncio.create_task(slots.acquire("sub_a"))
+    slots = Slots(wait=10)
+    assert await slots.acquire("sub_a", 1)
+    waiter = asyncio.create_task(slots.acquire("sub_a", 1))
     await asyncio.sleep(0.01)
     waiter.cancel()
     await asyncio.gather(waiter, return_exceptions=True)

@@ -19,7 +19,7 @@ from relay.queue import FIRST_ATTEMPTS_QUEUE, RETRIES_QUEUE, Job, RedisQueue, re
 from relay.queue.reconcile import Reconciler
 from relay.queue.redis_queue import WATERMARK_KEY
 from relay.settings import Settings
-from relay.tuning import DeliveryTuning, ReconcileTuning
+from relay.tuning import ReconcileTuning
 from tests.support.cluster import cluster, duplicates, statuses
 from tests.support.deliveries import add_deliveries
 from tests.support.events import sim_events
@@ -29,7 +29,7 @@ from tests.support.servers import ServerThread, serve
 from tests.support.worker import add_subscription, wait_for
 
 FULL_SCAN_EVERY = ReconcileTuning().full_scan_every
-MAX_IN_FLIGHT = DeliveryTuning().max_in_flight
+MAX_IN_FLIGHT = 8  # a subscription's default max_in_flight
 
 needs_redis_server = pytest.mark.skipif(REDIS_SERVER is None, reason="no redis-server on PATH")
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlmodel import col, select, update
+from redis.exceptions import RedisError
+from sqlmodel import col, func, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -27,6 +29,8 @@ from relay.delivery.targets import check_target_url
 from relay.queue import Job, next_attempts
 
 SECRET_OVERLAP = timedelta(hours=24)
+
+logger = logging.getLogger("relay.api")
 
 
 def subscription_fields(sub: Subscription) -> dict[str, Any]:
@@ -64,9 +68,10 @@ async def load_visible(svc: Services, who: Principal, subscription_id: str) -> S
         "subscriptions",
         {201: schemas.SubscriptionWithSecret},
         request=schemas.SubscriptionCreate,
-        errors=(403,),
+        errors=(403, 409),
         description="The response carries the signing secret; it is never shown again "
-        "except by rotate-secret.",
+        "except by rotate-secret. An owner has at most RELAY_MAX_SUBSCRIPTIONS_PER_OWNER "
+        "subscriptions (default 1000): 409 quota_exceeded beyond.",
     )
 )
 async def create_subscription(request: Request) -> Response:
@@ -89,10 +94,29 @@ async def create_subscription(request: Request) -> Response:
         secret=body.secret or generate_secret(),
         enabled=body.enabled,
         ordered=body.ordered,
+        max_in_flight=body.max_in_flight,
+        max_per_second=body.max_per_second,
     )
     async with svc.db.write() as session:
+        await _check_quota(session, svc, sub.owner)
         session.add(sub)
     return JSONResponse(_with_secret(sub), status_code=201)
+
+
+async def _check_quota(session: AsyncSession, svc: Services, owner: str) -> None:
+    """One owner's subscriptions are bounded (RELAY_MAX_SUBSCRIPTIONS_PER_OWNER): each costs
+    every worker gate checks and fan-out matching, so one team cannot crowd out the others."""
+    quota = svc.settings.max_subscriptions_per_owner
+    held = await session.scalar(
+        select(func.count()).select_from(Subscription).where(Subscription.owner == owner)
+    )
+    if (held or 0) >= quota:
+        raise ApiError(
+            409,
+            f"owner {owner!r} has {held} subscriptions, the most this relay allows "
+            f"(RELAY_MAX_SUBSCRIPTIONS_PER_OWNER={quota}): delete some first",
+            code="quota_exceeded",
+        )
 
 
 @operation(
@@ -143,7 +167,8 @@ async def get_subscription(request: Request) -> Response:
         request=schemas.SubscriptionUpdate,
         errors=(404,),
         description="Setting enabled to true re-enables a subscription the relay disabled; "
-        "deliveries parked while it was disabled are sent again within the reconcile interval.",
+        "deliveries parked while it was disabled are sent again within the reconcile interval. "
+        "Setting it to false returns once no attempt is in flight (as DELETE does).",
     )
 )
 async def update_subscription(request: Request) -> Response:
@@ -159,7 +184,7 @@ async def update_subscription(request: Request) -> Response:
             value = getattr(body, name)
             if name in ("record_types", "actions", "schools", "districts", "roles", "changed"):
                 value = value or []
-            if value is not None or name == "description":
+            if value is not None or name in ("description", "max_per_second"):
                 setattr(sub, name, value)
         if body.enabled is not None:
             sub.disabled_reason = None
@@ -167,9 +192,44 @@ async def update_subscription(request: Request) -> Response:
         sub.updated_at = now = utcnow()
         session.add(sub)
         released = [] if sub.ordered else await _release_waiting(session, sub.id, now)
+    if body.enabled is False:
+        await _stop_sending(svc, subscription_id)
+    elif body.enabled:
+        await _resume_sending(svc, subscription_id)
     if svc.queue is not None and released:
         await svc.queue.enqueue(released)
     return JSONResponse(subscription_fields(sub))
+
+
+async def _stop_sending(
+    svc: Services, subscription_id: str, *, for_seconds: float | None = None
+) -> None:
+    """Once this returns, no attempt to the subscription starts (and none is in flight): its
+    gate is closed, then the attempts already past it are waited for (each ends within the
+    delivery timeout). Called after the commit that cancelled or parked its deliveries."""
+    if svc.gates is None:
+        return
+    try:
+        await svc.gates.close(subscription_id, for_seconds=for_seconds)
+        await svc.gates.wait_until_idle(subscription_id, within=svc.settings.delivery_timeout + 1)
+    except (RedisError, OSError) as exc:
+        # the database already says so: a job that loads the subscription sends nothing
+        logger.warning(
+            "could not close the subscription's gate",
+            extra={"subscription_id": subscription_id, "error": type(exc).__name__},
+        )
+
+
+async def _resume_sending(svc: Services, subscription_id: str) -> None:
+    if svc.gates is None:
+        return
+    try:
+        await svc.gates.open(subscription_id)
+    except (RedisError, OSError) as exc:
+        logger.warning(
+            "could not open the subscription's gate",
+            extra={"subscription_id": subscription_id, "error": type(exc).__name__},
+        )
 
 
 async def _release_waiting(session: AsyncSession, subscription_id: str, now: datetime) -> list[Job]:
@@ -184,6 +244,8 @@ async def _release_waiting(session: AsyncSession, subscription_id: str, now: dat
         "subscriptions",
         {204: None},
         errors=(404,),
+        description="Once this returns, no attempt to the subscription starts and none is in "
+        "flight: it waits for attempts already under way (at most the delivery timeout).",
     )
 )
 async def delete_subscription(request: Request) -> Response:
@@ -198,6 +260,7 @@ async def delete_subscription(request: Request) -> Response:
             .where(col(Delivery.status).in_(WAITING))
             .values(status=DeliveryStatus.CANCELLED, next_attempt_at=None, updated_at=utcnow())
         )
+    await _stop_sending(svc, subscription_id, for_seconds=86400)
     return Response(status_code=204)
 
 
