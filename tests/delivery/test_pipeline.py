@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from dataclasses import replace
 
 import httpx
 import pytest
@@ -15,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from relay._exceptions import SubscriptionBusy
 from relay.api.app import create_app
 from relay.db import Database, utcnow
 from relay.db.models import DeliveryAttempt
@@ -295,3 +297,48 @@ async def test_no_attempt_starts_once_delete_returned(
     for delivery_id in (first, second):
         row, _ = await delivery(db, delivery_id)
         assert row.status == "cancelled"
+
+
+async def test_one_owners_hanging_endpoints_leave_the_worker_to_others(
+    db: Database, settings: Settings, redis_url: str
+) -> None:
+    """Noisy neighbour (#15): an owner holds at most ``owner_in_flight`` of a worker's jobs;
+    beyond it its jobs step aside, while another owner's go out at once."""
+    hanging = Receiver(responder=lambda n: (204, {}, 1.5))
+    healthy = Receiver()
+    with serve(hanging.app()) as slow, serve(healthy.app()) as fast:
+        noisy = [await add_subscription(db, f"{slow.url}/{i}") for i in range(3)]
+        calm = await add_subscription(db, fast.url + "/hook", owner="calm")
+        stuck = [d for sub in noisy for d in await add_deliveries(db, [sub], 1)]
+        (other,) = await add_deliveries(db, [calm], 1)
+        async with worker_context(worker_settings(settings, slow.url), redis_url) as app:
+            app.pipeline.tuning = replace(app.pipeline.tuning, owner_in_flight=2)
+            held = [asyncio.create_task(run_job(app, d, 1)) for d in stuck[:2]]
+            await wait_for(lambda: asyncio.sleep(0, len(hanging.received) == 2), 10, 0.01)
+            with pytest.raises(SubscriptionBusy):
+                await run_job(app, stuck[2], 1)  # its owner's share is taken
+            assert await run_job(app, other, 1) == "succeeded"
+            assert await asyncio.gather(*held) == ["succeeded", "succeeded"]
+    assert len(healthy.received) == 1
+
+
+async def test_an_endpoint_that_keeps_timing_out_gets_a_shorter_budget(
+    db: Database, settings: Settings, redis_url: str
+) -> None:
+    hanging = Receiver(responder=lambda n: (204, {}, 3.0))
+    with serve(hanging.app()) as srv:
+        sub = await add_subscription(db, srv.url + "/hook")
+        deliveries = await add_deliveries(db, [sub], 3)
+        timeouts = worker_settings(settings, srv.url, delivery_timeout=0.6)
+        async with worker_context(timeouts, redis_url) as app:
+            app.pipeline.tuning = replace(
+                app.pipeline.tuning, short_budget=0.2, timeouts_before_short_budget=2
+            )
+            for delivery_id in deliveries:
+                assert await run_job(app, delivery_id, 1) == "retrying"
+    errors = [(await delivery(db, d))[1][0].error for d in deliveries]
+    assert errors == [
+        "timeout: no response within 0.6s",
+        "timeout: no response within 0.6s",
+        "timeout: no response within 0.2s",
+    ]

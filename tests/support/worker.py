@@ -47,7 +47,7 @@ async def add_district(db: Database, district_id: str, token: str, **fields: Any
 
 
 async def add_subscription(db: Database, url: str, **fields: Any) -> Subscription:
-    sub = Subscription(owner="test", url=url, secret=generate_secret(), **fields)
+    sub = Subscription(**{"owner": "test", "secret": generate_secret(), **fields}, url=url)
     async with db.write() as session:
         session.add(sub)
     return sub
