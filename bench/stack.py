@@ -29,13 +29,16 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from relay.db import Database  # noqa: E402
+from relay.db import Database, crypto  # noqa: E402
 from relay.db.models import District, Subscription  # noqa: E402
 from relay.delivery.signing import generate_secret  # noqa: E402
 
 PG_ADMIN_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/15"
 RELAY = [sys.executable, "-m", "relay.cli"]
+#: the workers' RELAY_ENCRYPTION_KEY; this process writes subscriptions and districts too
+ENCRYPTION_KEY = "mjmt_aJkhmTu6Q_kAvQEMmpD5nlbmFztTBwki7YOyHc="
+crypto.use(crypto.Keyring.parse(ENCRYPTION_KEY))
 
 # A raw ASGI receiver: 204 for every POST, counting them and keeping the first arrival of
 # each (path, webhook-id): wall clock, comparable with the simulator's appearance times.
@@ -142,7 +145,7 @@ class Stack:
             "RELAY_REDIS_URL": self.redis_url,
             "RELAY_ADMIN_TOKEN": "bench-admin-token",
             "RELAY_SECRET_KEY": "bench-secret-key",
-            "RELAY_ENCRYPTION_KEY": "mjmt_aJkhmTu6Q_kAvQEMmpD5nlbmFztTBwki7YOyHc=",
+            "RELAY_ENCRYPTION_KEY": ENCRYPTION_KEY,
             "RELAY_DATA_DIR": str(self.workdir / "data"),
             "RELAY_LOG_FORMAT": "json",
             "RELAY_ALLOW_LOOPBACK": "true",  # the receiver is on 127.0.0.1
