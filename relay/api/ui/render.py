@@ -49,9 +49,9 @@ border-radius:3px;background:#fff}
 form.filters{display:flex;flex-wrap:wrap;align-items:center;gap:4px 10px;margin:8px 0 0;
 padding:6px 10px;background:#fff;border:1px solid #d8dce3}
 form.filters label{color:#4b5563}
-form.filters input[name=subscription_id]{width:19em}
-form.filters input[name=event_type]{width:10em}
-form.filters .quick a{margin-left:4px}
+form.filters input[name=subscription_id]{width:18em}
+form.filters input[name=event_type]{width:10.5em}
+h2 .quick{font-weight:400;color:#6b7280}h2 .quick a{margin-left:4px}
 table{border-collapse:collapse;width:100%;background:#fff}
 th,td{border-bottom:1px solid #e3e6eb;padding:2px 6px;text-align:left;white-space:nowrap}
 th{background:#eceff3;font-weight:600;font-size:12px}
@@ -61,7 +61,7 @@ table.subs details>summary{cursor:pointer;color:#1d4ed8}
 table.subs details[open]>summary{margin-bottom:2px}
 .list{background:#fff;border:1px solid #d8dce3}
 .row{display:grid;align-items:center;gap:0 8px;padding:1px 6px;border-bottom:1px solid #e3e6eb;
-grid-template-columns:12px 58px 66px 210px 118px 182px 136px 22px minmax(0,1fr) 52px}
+grid-template-columns:12px 58px 66px 210px 118px 182px 148px 22px minmax(0,1fr) 52px}
 .row>*{overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
 .row.head{background:#eceff3;font-weight:600;font-size:12px}
 details.delivery>summary{list-style:none;cursor:pointer}

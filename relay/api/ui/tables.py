@@ -39,7 +39,7 @@ def subscription_link(view: View, subscription_id: str) -> str:
     return f'<a class="mono sub-link" href="{e(href)}">{e(subscription_id)}</a>'
 
 
-def filter_form(view: View, now: datetime, subscriptions: list[str]) -> str:
+def filter_form(view: View, subscriptions: list[str]) -> str:
     raw = view.raw
     status = raw.get("status", "")
     options = "".join(
@@ -47,11 +47,6 @@ def filter_form(view: View, now: datetime, subscriptions: list[str]) -> str:
         for s in (ANY_STATUS, *(s.value for s in DeliveryStatus if s != DeliveryStatus.FAILED))
     )
     failed = DeliveryStatus.FAILED.value
-    start = now.replace(second=0, microsecond=0)
-    quick = " ".join(
-        f'<a href="{e(view.url(since=start - span, until=None, before=None))}">{label}</a>'
-        for label, span in WINDOWS
-    )
     subs = "".join(f'<option value="{e(s)}">' for s in subscriptions)
     types = "".join(f'<option value="{t}">' for t in EVENT_TYPES)
     return (
@@ -69,8 +64,18 @@ def filter_form(view: View, now: datetime, subscriptions: list[str]) -> str:
         '<label>to <input type="datetime-local" step="1" name="until" '
         f'value="{e(raw.get("until", ""))}"></label>'
         '<button type="submit" id="apply">Apply</button>'
-        f'<a href="/ui" id="clear">Clear</a><span class="quick muted">last {quick}</span></form>'
+        '<a href="/ui" id="clear">Clear</a></form>'
     )
+
+
+def window_links(view: View, now: datetime) -> str:
+    """ "last 1 h · 24 h · 7 d": the same view over a recent window."""
+    start = now.replace(second=0, microsecond=0)
+    links = " ".join(
+        f'<a href="{e(view.url(since=start - span, until=None, before=None))}">{label}</a>'
+        for label, span in WINDOWS
+    )
+    return f'<span class="quick">last {links}</span>'
 
 
 def _subscription_actions(sub: Subscription, forms: FormFields, now: datetime) -> str:

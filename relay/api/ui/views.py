@@ -25,6 +25,7 @@ from relay.api.ui.tables import (
     event_panel,
     filter_form,
     subscriptions_table,
+    window_links,
 )
 from relay.db import delivery_log, utcnow
 from relay.db.models import Delivery, DeliveryStatus, Subscription
@@ -86,7 +87,7 @@ def _notice(notices: Notices, request: Request) -> str:
     return f'<p class="notice{"" if ok else " bad"}" role="status" id="notice">{e(text)}</p>'
 
 
-def _deliveries_heading(view: View, shown: int) -> str:
+def _deliveries_heading(view: View, shown: int, now: datetime) -> str:
     if view.statuses == (DeliveryStatus.FAILED.value,):
         title = "Failed deliveries"
     elif not view.statuses:
@@ -95,7 +96,7 @@ def _deliveries_heading(view: View, shown: int) -> str:
         title = "Deliveries: " + ", ".join(view.statuses)
     return (
         f'<h2 id="deliveries-heading">{e(title)} <span class="muted">newest first, {shown} '
-        f"shown, {PAGE_SIZE} a page</span></h2>"
+        f"shown, {PAGE_SIZE} a page ·</span> {window_links(view, now)}</h2>"
     )
 
 
@@ -123,7 +124,7 @@ class Pages:
         try:
             view = read_view(request.query_params)
         except ApiError as exc:
-            form = filter_form(View(raw=raw_fields(request.query_params)), now, [])
+            form = filter_form(View(raw=raw_fields(request.query_params)), [])
             error = f'<p class="notice bad" role="alert" id="filter-error">{e(exc.message)}</p>'
             return frame(TITLE, who, form + error, exc.status)
         subscriptions = await self._subscriptions(svc, who, view)
@@ -132,9 +133,9 @@ class Pages:
         forms = FormFields(session.csrf, view.url())
         main = (
             _notice(self.notices, request)
-            + filter_form(view, now, [s.id for s in subscriptions])
+            + filter_form(view, [s.id for s in subscriptions])
             + self._subscriptions_section(subscriptions, who, view, forms, now)
-            + _deliveries_heading(view, len(rows))
+            + _deliveries_heading(view, len(rows), now)
             + await self._deliveries(svc, rows, view, forms)
             + self._pages(view, rows, more)
         )
