@@ -135,7 +135,8 @@ def build_openapi(routes: Sequence[BaseRoute]) -> dict[str, Any]:
             "title": "Clever Events Relay",
             "version": __version__,
             "description": "Manage districts, webhook subscriptions, service tokens, the "
-            "delivery log and events of the relay.",
+            "delivery log and events of the relay. For a browser, GET /ui is the on-call page: "
+            "failing subscriptions and failed deliveries, with retry, recover and re-enable.",
         },
         "paths": paths,
         "components": {

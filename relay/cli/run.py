@@ -77,7 +77,7 @@ def _banner(args: argparse.Namespace, runtime: RuntimeSecrets, simulated: bool) 
     api = f"http://{args.host}:{args.port}"
     lines = [
         "",
-        f"  Clever Events Relay is running: API {api}  (docs {api}/docs)",
+        f"  Clever Events Relay is running: API {api}  (docs {api}/docs, failures {api}/ui)",
         f"  admin token: {runtime.admin_token}"
         + ("  (generated; kept in the data dir)" if runtime.admin_token_generated else ""),
         f'  try:  curl -s {api}/v1/districts -H "Authorization: Bearer {runtime.admin_token}"',

@@ -66,3 +66,21 @@ async def attempts_of(db: Database, delivery_id: int) -> Sequence[DeliveryAttemp
     )
     async with db.read() as session:
         return list((await session.exec(query)).all())
+
+
+async def attempts_by_delivery(
+    db: Database, delivery_ids: Sequence[int]
+) -> dict[int, list[DeliveryAttempt]]:
+    """The attempts of a page of deliveries, oldest first, in one query."""
+    by_delivery: dict[int, list[DeliveryAttempt]] = {}
+    if not delivery_ids:
+        return by_delivery
+    query = (
+        select(DeliveryAttempt)
+        .where(col(DeliveryAttempt.delivery_id).in_(delivery_ids))
+        .order_by(col(DeliveryAttempt.delivery_id), col(DeliveryAttempt.id))
+    )
+    async with db.read() as session:
+        for attempt in (await session.exec(query)).all():
+            by_delivery.setdefault(attempt.delivery_id, []).append(attempt)
+    return by_delivery

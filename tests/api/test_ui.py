@@ -1,14 +1,11 @@
-"""The read-only ``/ui`` page: sign-in with a token, owner scoping, escaping, CSP, CSRF checks,
-pagination — over HTTP, and end to end in headless Chromium driven by selenium."""
+"""``/ui`` over HTTP: sign-in with a token, sessions, owner scoping, escaping, CSP, the
+Origin check on sign-in and sign-out, paging. Actions and filters: ``test_ui_actions.py``; a
+real browser: ``test_ui_browser.py``."""
 
 from __future__ import annotations
 
 import re
-import shutil
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any
+from datetime import timedelta
 
 import httpx
 import pytest
@@ -16,105 +13,9 @@ from sqlmodel import col, select
 
 from relay.api import ui
 from relay.db import Database
-from relay.db.models import Delivery, DeliveryAttempt, Subscription
+from relay.db.models import Delivery
 from tests.support.config import ADMIN_TOKEN
-
-T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
-XSS = "<script>alert(1)</script>"
-IMG_XSS = "<img src=x onerror=\"document.title='pwned'\">"
-INSTALL_HINT = (
-    "the /ui browser test needs Chromium and its driver: "
-    "apt-get update && apt-get install -y chromium chromium-driver "
-    "(and selenium from the dev extra: pip install -e '.[dev]')"
-)
-
-
-async def add_sub(db: Database, owner: str, **fields: Any) -> str:
-    sub = Subscription(owner=owner, url=f"http://127.0.0.1:9/{owner}", secret="whsec_x", **fields)
-    async with db.write() as session:
-        session.add(sub)
-    return sub.id
-
-
-async def add_failed(
-    db: Database,
-    subscription_id: str,
-    event_id: str,
-    attempts: list[tuple[int | None, str | None, str]],
-    created_at: datetime = T0,
-) -> int:
-    delivery = Delivery(
-        subscription_id=subscription_id,
-        event_id=event_id,
-        event_type="users.updated",
-        status="failed",
-        attempts=len(attempts),
-        last_status_code=attempts[-1][0] if attempts else None,
-        created_at=created_at,
-    )
-    async with db.write() as session:
-        session.add(delivery)
-        await session.flush()
-        assert delivery.id is not None
-        for n, (code, error, excerpt) in enumerate(attempts):
-            session.add(
-                DeliveryAttempt(
-                    delivery_id=delivery.id,
-                    attempted_at=created_at + timedelta(seconds=n * 5),
-                    status_code=code,
-                    duration_ms=12,
-                    error=error,
-                    response_excerpt=excerpt,
-                )
-            )
-    assert delivery.id is not None
-    return delivery.id
-
-
-def mint(admin: httpx.Client, owner: str) -> str:
-    response = admin.post("/v1/tokens", json={"owner": owner})
-    assert response.status_code == 201, response.text
-    return str(response.json()["token"])
-
-
-@pytest.fixture
-def browserless(api_url: str) -> Iterator[httpx.Client]:
-    """A cookie-keeping client that posts forms as a page of the relay would."""
-    with httpx.Client(base_url=api_url, timeout=10, headers={"Origin": api_url}) as client:
-        yield client
-
-
-def login(client: httpx.Client, token: str) -> httpx.Response:
-    return client.post("/ui/login", data={"token": token})
-
-
-async def seed(db: Database) -> dict[str, Any]:
-    alpha_disabled = await add_sub(
-        db, "alpha", enabled=False, disabled_reason="receiver answered 410 <b>Gone</b>"
-    )
-    alpha_failing = await add_sub(db, "alpha", failing_since=T0)
-    alpha_ok = await add_sub(db, "alpha")
-    beta = await add_sub(db, "beta", enabled=False, disabled_reason="beta-disabled")
-    xss = await add_failed(
-        db,
-        alpha_failing,
-        "a0000000000000000000xss1",
-        [(500, None, XSS), (None, "connection refused", ""), (502, None, IMG_XSS)],
-    )
-    plain = await add_failed(
-        db, alpha_disabled, "a000000000000000000plain", [(410, None, "gone")], T0 + timedelta(1)
-    )
-    other = await add_failed(db, beta, "b0000000000000000000beta", [(500, None, "beta-only")])
-    return {
-        "alpha_disabled": alpha_disabled,
-        "alpha_failing": alpha_failing,
-        "alpha_ok": alpha_ok,
-        "beta": beta,
-        "xss": xss,
-        "plain": plain,
-        "other": other,
-    }
-
+from tests.support.ui import T0, add_sub, delivery_ids, login, mint, seed
 
 # -- over HTTP ---------------------------------------------------------------------------------
 
@@ -136,10 +37,23 @@ def test_the_ui_shows_a_sign_in_form_with_strict_headers(anonymous: httpx.Client
     assert css.headers["content-type"].startswith("text/css")
 
 
-def test_ui_routes_are_not_in_the_openapi_document(anonymous: httpx.Client) -> None:
+def test_the_page_is_documented_in_openapi_but_not_its_form_targets(
+    anonymous: httpx.Client,
+) -> None:
     paths = anonymous.get("/openapi.json").json()["paths"]
-    assert paths
-    assert not [p for p in paths if p.startswith("/ui")]
+    assert [p for p in paths if p.startswith("/ui")] == ["/ui"]
+    get = paths["/ui"]["get"]
+    assert list(paths["/ui"]) == ["get"]
+    assert get["tags"] == ["ui"]
+    assert "security" not in get  # a browser signs in with a form, not a bearer header
+    assert set(get["responses"]["200"]["content"]) == {"text/html"}
+    assert {p["name"] for p in get["parameters"]} == {
+        "subscription_id",
+        "status",
+        "event_type",
+        "since",
+        "until",
+    }
 
 
 async def test_sign_in_needs_a_same_origin_post_and_a_valid_token(
@@ -303,7 +217,7 @@ async def test_failed_deliveries_are_paged_newest_first_fifty_at_a_time(
     while url is not None:
         page = browserless.get(url)
         assert page.status_code == 200
-        ids = [int(m) for m in re.findall(r'<tr class="delivery" id="delivery-(\d+)"', page.text)]
+        ids = delivery_ids(page.text)
         assert len(ids) <= ui.PAGE_SIZE
         seen += ids
         pages += 1
@@ -312,126 +226,3 @@ async def test_failed_deliveries_are_paged_newest_first_fifty_at_a_time(
     assert seen == failed
     assert pages == -(-len(failed) // ui.PAGE_SIZE)
     assert browserless.get("/ui?before=x<y").status_code == 400
-
-
-# -- in a real browser -------------------------------------------------------------------------
-
-
-@pytest.fixture
-def chromium(tmp_path: Path) -> Iterator[Any]:
-    binary = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver_path = shutil.which("chromedriver")
-    if binary is None or driver_path is None:
-        pytest.fail(INSTALL_HINT)
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        pytest.fail(INSTALL_HINT)
-    options = webdriver.ChromeOptions()
-    options.binary_location = binary
-    for arg in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        "--window-size=1400,1000",
-        f"--user-data-dir={tmp_path / 'chromium-profile'}",
-    ):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    # an explicit driver path: selenium never downloads anything
-    browser = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
-    browser.set_page_load_timeout(20)
-    try:
-        yield browser
-    finally:
-        browser.quit()
-
-
-async def test_in_chromium_a_service_token_signs_in_sees_its_failures_and_signs_out(
-    db: Database, admin: httpx.Client, api_url: str, chromium: Any
-) -> None:
-    from selenium.common.exceptions import NoAlertPresentException
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as until
-    from selenium.webdriver.support.wait import WebDriverWait
-
-    def wait_for(element_id: str) -> Any:
-        return WebDriverWait(browser, 15).until(
-            until.presence_of_element_located((By.ID, element_id))
-        )
-
-    ids = await seed(db)
-    token = mint(admin, "alpha")
-    browser = chromium
-
-    browser.get(api_url + "/ui")
-    assert browser.find_elements(By.ID, "signed-in-as") == []
-    browser.find_element(By.ID, "token").send_keys(token)
-    browser.find_element(By.ID, "login").click()
-    assert wait_for("signed-in-as").text == "Signed in as service alpha"
-    assert browser.current_url == api_url + "/ui"
-    assert browser.find_element(By.ID, "signed-in-as").text == "Signed in as service alpha"
-
-    cookie = browser.get_cookie(ui.COOKIE)
-    assert cookie is not None
-    assert cookie["httpOnly"] is True
-    assert cookie["sameSite"] == "Strict"
-    assert cookie["path"] == "/ui"
-    assert token not in cookie["value"]
-    # HttpOnly: invisible to the page's JavaScript
-    assert ui.COOKIE not in browser.execute_script("return document.cookie")
-
-    shown = {
-        int(row.get_attribute("data-id"))
-        for row in browser.find_elements(By.CSS_SELECTOR, "tr.delivery")
-    }
-    assert shown == {ids["xss"], ids["plain"]}
-    subs = {
-        row.get_attribute("data-id")
-        for row in browser.find_elements(By.CSS_SELECTOR, "tr.subscription")
-    }
-    assert subs == {ids["alpha_disabled"], ids["alpha_failing"]}
-
-    xss_row = browser.find_element(By.ID, f"delivery-{ids['xss']}")
-    attempts = xss_row.find_elements(By.CSS_SELECTOR, "tr.attempt")
-    assert [a.find_element(By.CLASS_NAME, "status-code").text for a in attempts] == [
-        "500",
-        "—",
-        "502",
-    ]
-    assert "connection refused" in attempts[1].text
-    excerpts = [e.text for e in xss_row.find_elements(By.CSS_SELECTOR, "pre.excerpt")]
-    assert excerpts[0] == XSS  # shown as text…
-    assert excerpts[2] == IMG_XSS
-    assert browser.find_elements(By.TAG_NAME, "script") == []  # …not as elements
-    assert browser.find_elements(By.CSS_SELECTOR, "main img") == []
-    with pytest.raises(NoAlertPresentException):
-        browser.switch_to.alert.text  # noqa: B018  (raises when there is no alert)
-    assert browser.title == "Failures — Clever Events Relay"
-    # the stylesheet applied (CSP allows 'self' styles)
-    header_bg = browser.find_element(By.TAG_NAME, "header").value_of_css_property(
-        "background-color"
-    )
-    assert header_bg in ("rgba(29, 35, 48, 1)", "rgb(29, 35, 48)")
-    csp_errors = [
-        entry
-        for entry in browser.get_log("browser")
-        if "Content Security Policy" in entry.get("message", "")
-    ]
-    assert csp_errors == []
-    screenshot = Path("/tmp/relay-ui.png")
-    assert browser.save_screenshot(str(screenshot))
-
-    browser.find_element(By.ID, "logout").click()
-    wait_for("token")
-    assert browser.find_elements(By.ID, "signed-in-as") == []
-    assert browser.get_cookie(ui.COOKIE) is None
-    browser.get(api_url + "/ui")
-    assert browser.find_elements(By.ID, "signed-in-as") == []

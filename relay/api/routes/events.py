@@ -21,7 +21,7 @@ from starlette.routing import Route
 
 from relay.api import log_schemas
 from relay.api.auth import Principal, principal
-from relay.api.context import services
+from relay.api.context import Services, services
 from relay.api.errors import ApiError
 from relay.api.pagination import parse_limit
 from relay.api.query import (
@@ -134,7 +134,19 @@ async def list_events(request: Request) -> Response:
 )
 async def get_event(request: Request) -> Response:
     who, svc = principal(request), services(request)
-    event_id = request.path_params["event_id"]
+    event, deliveries = await visible_event(svc, who, request.path_params["event_id"])
+    detail = log_schemas.EventDetail(
+        **event_out(event).model_dump(),
+        body=json.loads(event.body),
+        deliveries=[delivery_out(d) for d in deliveries],
+    )
+    return JSONResponse(detail.model_dump(mode="json"))
+
+
+async def visible_event(
+    svc: Services, who: Principal, event_id: str
+) -> tuple[Event, list[Delivery]]:
+    """The event and its deliveries the caller may see (also /ui's event page), or 404."""
     deliveries_query = (
         select(Delivery).where(col(Delivery.event_id) == event_id).order_by(col(Delivery.id))
     )
@@ -148,12 +160,7 @@ async def get_event(request: Request) -> Response:
     mine = event is not None and (who.is_admin or bool(deliveries) or event.owner == who.owner)
     if event is None or not mine:
         raise ApiError(404, f"no event {event_id!r}")
-    detail = log_schemas.EventDetail(
-        **event_out(event).model_dump(),
-        body=json.loads(event.body),
-        deliveries=[delivery_out(d) for d in deliveries],
-    )
-    return JSONResponse(detail.model_dump(mode="json"))
+    return event, deliveries
 
 
 routes = [

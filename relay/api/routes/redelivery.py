@@ -5,24 +5,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from pydantic import AwareDatetime, BaseModel, field_validator, model_validator
-from sqlmodel import col
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from relay.api import schemas
+from relay.api import actions, schemas
 from relay.api.auth import principal
-from relay.api.context import Services, read_json, services
-from relay.api.errors import ApiError
-from relay.api.routes.deliveries import load_visible_delivery
+from relay.api.context import read_json, services
 from relay.api.routes.subscriptions import load_visible
 from relay.api.spec import Operation, operation
 from relay.db import utcnow
-from relay.db.models import Delivery, DeliveryStatus, Subscription
-from relay.delivery.redeliver import request_redelivery
 from relay.delivery.replay import request_replay
-from relay.queue import Job
 
 
 class Requeued(BaseModel):
@@ -66,16 +60,6 @@ class RecoverRequest(schemas.RequestBody):
         return self
 
 
-async def _enqueue(svc: Services, due: list[Job]) -> None:
-    if svc.queue is not None and due:
-        await svc.queue.enqueue(due)
-
-
-def _require_enabled(subscription: Subscription | None) -> None:
-    if subscription is not None and not subscription.enabled:
-        raise ApiError(409, "the subscription is disabled; enable it (PATCH enabled=true) first")
-
-
 @operation(
     Operation(
         "Send a delivery again now",
@@ -87,25 +71,10 @@ def _require_enabled(subscription: Subscription | None) -> None:
     )
 )
 async def retry_delivery(request: Request) -> Response:
-    svc = services(request)
-    delivery = await load_visible_delivery(
-        svc, principal(request), request.path_params["delivery_id"]
+    delivery_id, now = await actions.retry_delivery(
+        services(request), principal(request), request.path_params["delivery_id"]
     )
-    if delivery.status == DeliveryStatus.CANCELLED:
-        raise ApiError(409, "the delivery was cancelled: its subscription no longer exists")
-    now = utcnow()
-    async with svc.db.write() as session:
-        _require_enabled(await session.get(Subscription, delivery.subscription_id))
-        marked, due = await request_redelivery(
-            session,
-            now,
-            col(Delivery.id) == delivery.id,
-            col(Delivery.attempts) == delivery.attempts,
-        )
-    if not marked:
-        raise ApiError(409, "the delivery changed while the retry was requested; try again")
-    await _enqueue(svc, due)
-    accepted = RetryAccepted(id=delivery.id or 0, status="retrying", next_attempt_at=now)
+    accepted = RetryAccepted(id=delivery_id, status="retrying", next_attempt_at=now)
     return JSONResponse(accepted.model_dump(mode="json"), status_code=202)
 
 
@@ -123,23 +92,13 @@ async def retry_delivery(request: Request) -> Response:
 )
 async def recover(request: Request) -> Response:
     svc = services(request)
-    sub = await load_visible(svc, principal(request), request.path_params["subscription_id"])
-    _require_enabled(sub)
+    sub = await actions.recoverable(svc, principal(request), request.path_params["subscription_id"])
     body = await read_json(request, RecoverRequest)
-    now = utcnow()
-    async with svc.db.write() as session:
-        marked, due = await request_redelivery(
-            session,
-            now,
-            col(Delivery.subscription_id) == sub.id,
-            col(Delivery.status) == DeliveryStatus.FAILED,
-            col(Delivery.created_at) >= body.since,
-            col(Delivery.created_at) < (body.until or now),
-        )
+    marked, due = await actions.recover_failed(svc, sub, body.since, body.until)
     return JSONResponse(
         Requeued(requeued=marked).model_dump(),
         status_code=202,
-        background=BackgroundTask(_enqueue, svc, due),
+        background=BackgroundTask(actions.enqueue, svc, due),
     )
 
 

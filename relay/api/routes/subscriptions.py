@@ -176,6 +176,16 @@ async def update_subscription(request: Request) -> Response:
     subscription_id = request.path_params["subscription_id"]
     await load_visible(svc, who, subscription_id)
     body = await read_json(request, schemas.SubscriptionUpdate)
+    sub = await apply_update(svc, who, subscription_id, body)
+    return JSONResponse(subscription_fields(sub))
+
+
+async def apply_update(
+    svc: Services, who: Principal, subscription_id: str, body: schemas.SubscriptionUpdate
+) -> Subscription:
+    """The fields ``body`` sets, applied (also ``relay.api.actions.enable_subscription``):
+    enabling clears the disabled reason and the failing streak; no longer ordered releases
+    what waited for its record's previous event."""
     if body.url is not None:
         await _check_target(svc, body.url)
     async with svc.db.write() as session:
@@ -198,7 +208,7 @@ async def update_subscription(request: Request) -> Response:
         await _resume_sending(svc, subscription_id)
     if svc.queue is not None and released:
         await svc.queue.enqueue(released)
-    return JSONResponse(subscription_fields(sub))
+    return sub
 
 
 async def _stop_sending(

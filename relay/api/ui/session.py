@@ -1,4 +1,4 @@
-"""The /ui session cookie and the CSRF check (see the package docstring for why)."""
+"""The /ui session cookie and the CSRF checks (see the package docstring for why)."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ _SALT = "relay.ui-session"
 class Session:
     principal: Principal
     cookie: str
+    csrf: str  # the token every action form of this session carries
 
 
 class SessionCodec:
@@ -34,6 +35,7 @@ class SessionCodec:
 
     def __init__(self, secret_key: str, admin_token: str) -> None:
         self._serializer = URLSafeTimedSerializer(secret_key, salt=_SALT)
+        self._csrf_key = hmac.new(secret_key.encode(), b"relay.ui-csrf", hashlib.sha256).digest()
         self._admin_fingerprint = hmac.new(
             secret_key.encode(), b"relay.ui-admin:" + admin_token.encode(), hashlib.sha256
         ).hexdigest()[:32]
@@ -47,6 +49,11 @@ class SessionCodec:
     def _dumps(self, payload: dict[str, Any]) -> str:
         # "s": the session's own id, so that signing out can end this session everywhere
         return str(self._serializer.dumps(payload | {"s": secrets.token_hex(16)}))
+
+    def csrf_token(self, session_id: str) -> str:
+        """Bound to one session (its id), so a token read from one page is useless to
+        another session and ends with its own; derived, so no storage."""
+        return hmac.new(self._csrf_key, session_id.encode(), hashlib.sha256).hexdigest()
 
     def read(self, value: str) -> dict[str, Any] | None:
         try:
@@ -100,16 +107,21 @@ async def signed_in(request: Request, codec: SessionCodec) -> Session | None:
     payload = codec.read(value)
     if payload is None or await _ended(svc, payload):
         return None
+    csrf = codec.csrf_token(str(payload["s"]))
     if "f" in payload:
         if not codec.is_admin(payload):
             return None
-        return Session(Principal(owner="admin", is_admin=True), value)
+        return Session(Principal(owner="admin", is_admin=True), value, csrf)
     owner, generation = payload.get("o"), payload.get("g")
     if not isinstance(owner, str) or not isinstance(generation, int):
         return None
     if await current_generation(svc, owner) != generation:
         return None
-    return Session(Principal(owner=owner, is_admin=False), value)
+    return Session(Principal(owner=owner, is_admin=False), value, csrf)
+
+
+def valid_csrf(session: Session, sent: str) -> bool:
+    return hmac.compare_digest(sent.encode(), session.csrf.encode())
 
 
 def same_origin(request: Request) -> bool:
@@ -124,3 +136,26 @@ def same_origin(request: Request) -> bool:
 
 def is_https(request: Request) -> bool:
     return request.url.scheme == "https"
+
+
+class Notices:
+    """The one-line outcome of an action, carried in the redirect back to the page
+    (Post/Redirect/Get). Signed, and good for a minute, so that a link cannot make the page
+    claim something was done."""
+
+    MAX_AGE = 60
+
+    def __init__(self, secret_key: str) -> None:
+        self._serializer = URLSafeTimedSerializer(secret_key, salt="relay.ui-notice")
+
+    def dumps(self, text: str, ok: bool = True) -> str:
+        return str(self._serializer.dumps([text, ok]))
+
+    def read(self, value: str | None) -> tuple[str, bool] | None:
+        if not value:
+            return None
+        try:
+            text, ok = self._serializer.loads(value, max_age=self.MAX_AGE)
+        except (SignatureExpired, BadSignature, ValueError, TypeError):
+            return None
+        return (text, ok) if isinstance(text, str) and isinstance(ok, bool) else None
