@@ -29,9 +29,9 @@ class CursorCodec:
         try:
             value = self._serializer.loads(cursor)
         except BadSignature:
-            raise ApiError(400, "cursor: not a cursor this API issued") from None
+            raise ApiError(404, "cursor: no such page (not a cursor this API issued)") from None
         if not isinstance(value, list) or len(value) != 2 or value[0] != kind:
-            raise ApiError(400, f"cursor: not a cursor for {kind}")
+            raise ApiError(404, f"cursor: no such page (not a cursor for {kind})")
         return value[1]
 
 

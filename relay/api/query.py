@@ -77,10 +77,9 @@ def parse_time(request: Request, name: str) -> datetime | None:
 
 
 def parse_window(request: Request) -> tuple[datetime | None, datetime | None]:
-    since, until = parse_time(request, "since"), parse_time(request, "until")
-    if since is not None and until is not None and since > until:
-        raise ApiError(422, f"since: {since.isoformat()} is after until {until.isoformat()}")
-    return since, until
+    """``since`` and ``until``; one after the other is an empty window (an empty list), as
+    any other filter that matches nothing."""
+    return parse_time(request, "since"), parse_time(request, "until")
 
 
 def parse_statuses(request: Request) -> tuple[str, ...]:

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -17,7 +18,7 @@ from pydantic import (
 )
 
 from relay._exceptions import TargetNotAllowed
-from relay.clever.client import is_valid_token
+from relay.clever.client import TOKEN_PATTERN, is_valid_token
 from relay.delivery.signing import parse_secret
 from relay.delivery.targets import TargetPolicy, validate_target_url
 from relay.fanout import operational
@@ -132,6 +133,12 @@ WebhookUrl = Annotated[
 ]
 
 
+def _integral(value: object) -> object:
+    """JSON has one number type: 8.0 is the integer 8 (as JSON Schema's "integer" says);
+    8.5, "8" and true are still refused."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 MaxInFlight = Annotated[
     StrictInt,
     Field(
@@ -140,6 +147,7 @@ MaxInFlight = Annotated[
         description="attempts in flight to this subscription at once, across all workers "
         "(default 8): its rate is at most max_in_flight / the receiver's response time",
     ),
+    BeforeValidator(_integral),  # after Field: before it, the schema loses ge/le
 ]
 MaxPerSecond = Annotated[
     StrictInt,
@@ -148,6 +156,7 @@ MaxPerSecond = Annotated[
         le=10000,
         description="attempts started per second, across all workers (null: no throttle)",
     ),
+    BeforeValidator(_integral),  # after Field: before it, the schema loses ge/le
 ]
 
 
@@ -257,7 +266,12 @@ def _check_token(value: object) -> object:
 
 class DistrictCreate(RequestBody):
     id: Identifier
-    token: str = Field(min_length=1, max_length=512, description="Clever district token")
+    token: str = Field(
+        min_length=1,
+        max_length=512,
+        description="Clever district token",
+        json_schema_extra={"pattern": TOKEN_PATTERN},
+    )
     name: str | None = Field(default=None, max_length=200)
     start_from: Literal["latest", "earliest"] = "latest"
 
@@ -266,7 +280,9 @@ class DistrictCreate(RequestBody):
 
 class DistrictUpdate(RequestBody):
     name: str | None = Field(default=None, max_length=200)
-    token: str | None = Field(default=None, min_length=1, max_length=512)
+    token: str | None = Field(
+        default=None, min_length=1, max_length=512, json_schema_extra={"pattern": TOKEN_PATTERN}
+    )
 
     _token = field_validator("token", mode="before")(_check_token)
     status: Literal["active", "paused"] | None = Field(
@@ -292,7 +308,7 @@ class District(BaseModel):
 
 
 class TokenCreate(RequestBody):
-    owner: OwnerName
+    owner: OwnerName = Field(json_schema_extra={"not": {"const": "admin"}})
 
 
 class Token(BaseModel):

@@ -52,7 +52,11 @@ def operation(op: Operation) -> Callable[[F], F]:
 
 
 LIMIT = Query("limit", {"type": "integer", "minimum": 1, "maximum": 500}, "page size")
-CURSOR = Query("cursor", {"type": "string"}, "next_cursor of the previous page")
+CURSOR = Query(
+    "cursor",
+    {"type": "string"},
+    "next_cursor of the previous page (one this API did not issue answers 404: no such page)",
+)
 _PATH_PARAM = re.compile(r"{(\w+)(?::\w+)?}")
 _ERROR_TEXT = {
     400: "Malformed request",
@@ -158,13 +162,23 @@ def _operation_id(method: str, path: str) -> str:
     return method + "_" + re.sub(r"[^A-Za-z0-9]+", "_", path).strip("_")
 
 
+#: what the API accepts in a path or query string: anything but NUL (400, ``RejectNulMiddleware``)
+_NO_NUL = "^[^\\x00]*$"
+
+
+def _no_nul(schema: dict[str, Any]) -> dict[str, Any]:
+    if schema.get("type") == "string" and not {"pattern", "enum", "format"} & schema.keys():
+        return schema | {"pattern": _NO_NUL}
+    return schema
+
+
 def _operation_object(path: str, method: str, op: Operation) -> dict[str, Any]:
     params: list[dict[str, Any]] = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        {"name": name, "in": "path", "required": True, "schema": _no_nul({"type": "string"})}
         for name in _PATH_PARAM.findall(path)
     ]
     params += [
-        {"name": q.name, "in": "query", "required": False, "schema": q.schema}
+        {"name": q.name, "in": "query", "required": False, "schema": _no_nul(q.schema)}
         | ({"description": q.description} if q.description else {})
         for q in op.query
     ]
@@ -181,6 +195,8 @@ def _operation_object(path: str, method: str, op: Operation) -> dict[str, Any]:
         errors |= {400, 413, 422}
     if op.query:
         errors |= {400, 422}
+    if CURSOR in op.query:
+        errors |= {404}
     for status in sorted(errors):
         responses[str(status)] = {
             "description": _ERROR_TEXT.get(status, "Error"),

@@ -66,7 +66,9 @@ DEFAULT_RATE_LIMIT_WAIT = 60.0
 RESPONSE_BASE_BYTES = 1024 * 1024
 RESPONSE_BYTES_PER_EVENT = 16 * 1024
 # A header value must be visible ASCII; checked up front so httpx never echoes a bad token.
-_TOKEN_RE = re.compile(r"[\x21-\x7e]+")
+#: printable ASCII, no spaces (also the API schema's pattern for a district token)
+TOKEN_PATTERN = "^[!-~]+$"
+_TOKEN_RE = re.compile(TOKEN_PATTERN)
 
 
 def is_valid_token(token: object) -> bool:

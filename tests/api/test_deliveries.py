@@ -84,7 +84,6 @@ async def test_every_filter(db: Database, admin: httpx.Client) -> None:
         ("status=failed,nope", "'nope'"),
         ("since=yesterday", "since: not an ISO 8601 timestamp: 'yesterday'"),
         ("until=2024-13-01", "until: not an ISO 8601 timestamp: '2024-13-01'"),
-        ("since=2024-05-02&until=2024-05-01", "since:"),
         ("event_type=users", "event_type: expected <record_type>.<action>"),
         ("event_type=Users.Updated", "'Users.Updated'"),
         ("subscription_id=a%20b", "subscription_id: not a valid id: 'a b'"),
@@ -106,15 +105,23 @@ def test_bad_filters_are_422_naming_the_value(admin: httpx.Client, query: str, n
     assert needle in response.json()["error"]["message"]
 
 
-def test_foreign_or_forged_cursor_is_400(admin: httpx.Client) -> None:
+def test_a_window_that_ends_before_it_starts_is_an_empty_list(admin: httpx.Client) -> None:
+    """As any filter matching nothing: the OpenAPI schema cannot say "since before until",
+    so the API does not refuse what the schema allows (schemathesis, #15)."""
+    response = admin.get("/v1/deliveries?since=2024-05-02T00:00:00Z&until=2024-05-01T00:00:00Z")
+    assert response.status_code == 200
+    assert response.json()["data"] == []
+
+
+def test_foreign_or_forged_cursor_is_404_no_such_page(admin: httpx.Client) -> None:
     admin.post("/v1/subscriptions", json={"url": "http://127.0.0.1:9/a"})
     admin.post("/v1/subscriptions", json={"url": "http://127.0.0.1:9/b"})
     other = admin.get("/v1/subscriptions", params={"limit": 1}).json()["next_cursor"]
     assert other is not None
     for cursor in (other, "forged", other[:-2]):
         response = admin.get("/v1/deliveries", params={"cursor": cursor})
-        assert response.status_code == 400, response.text
-        assert "cursor" in response.json()["error"]["message"]
+        assert response.status_code == 404, response.text
+        assert response.json()["error"]["message"].startswith("cursor: no such page")
 
 
 async def test_pagination_is_stable_while_rows_arrive(db: Database, admin: httpx.Client) -> None:

@@ -57,7 +57,6 @@ async def test_list_and_every_filter(db: Database, admin: httpx.Client) -> None:
         ("record_id=" + "r" * 65, "record_id"),
         ("since=soon", "since: not an ISO 8601 timestamp: 'soon'"),
         ("until=2024-02-30", "until"),
-        ("since=2024-05-02&until=2024-05-01", "since"),
         ("limit=x", "limit"),
     ],
 )
@@ -83,7 +82,7 @@ async def test_pagination_is_stable_while_events_arrive(db: Database, admin: htt
     await add_delivery(db, sub, original[1])
     deliveries_cursor = admin.get("/v1/deliveries", params={"limit": 1}).json()["next_cursor"]
     for cursor in (deliveries_cursor, "forged"):
-        assert admin.get("/v1/events", params={"cursor": cursor}).status_code == 400
+        assert admin.get("/v1/events", params={"cursor": cursor}).status_code == 404
 
 
 async def test_detail_shows_body_and_deliveries(db: Database, admin: httpx.Client) -> None:

@@ -141,7 +141,6 @@ async def test_redelivery_input_and_scoping(api: httpx.AsyncClient, db: Database
         {},
         {"since": "yesterday"},
         {"since": "2024-01-01T00:00:00"},  # no offset: ambiguous, refused
-        {"since": "2024-01-02T00:00:00Z", "until": "2024-01-01T00:00:00Z"},
         {"since": "2024-01-01T00:00:00Z", "extra": 1},
     ]
     for body in bad:

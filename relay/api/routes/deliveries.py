@@ -102,7 +102,7 @@ async def list_deliveries(request: Request) -> Response:
     if cursor := request.query_params.get("cursor"):
         before = svc.cursors.decode("deliveries", cursor)
         if not isinstance(before, int):
-            raise ApiError(400, "cursor: not a cursor for deliveries")
+            raise ApiError(404, "cursor: no such page (not a cursor for deliveries)")
         filters = replace(filters, before_id=before)
     if not who.is_admin:
         if filters.subscription_id is None:

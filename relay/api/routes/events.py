@@ -113,7 +113,7 @@ async def list_events(request: Request) -> Response:
     if cursor := request.query_params.get("cursor"):
         before = svc.cursors.decode("events", cursor)
         if not isinstance(before, str):
-            raise ApiError(400, "cursor: not a cursor for events")
+            raise ApiError(404, "cursor: no such page (not a cursor for events)")
         query = query.where(col(Event.id) < before)
     async with svc.db.read() as session:
         rows = list((await session.exec(_visible(query, who))).all())

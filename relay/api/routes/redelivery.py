@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from pydantic import AwareDatetime, BaseModel, field_validator, model_validator
+from pydantic import AwareDatetime, BaseModel, Field, field_validator
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -21,6 +21,21 @@ from relay.delivery.replay import request_replay
 
 class Requeued(BaseModel):
     requeued: int
+    note: str | None = Field(
+        default=None, description="why nothing was requeued, when the window itself is empty"
+    )
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(self.model_dump(exclude_none=True), status_code=202)
+
+
+def _empty_window(since: datetime, until: datetime) -> Requeued:
+    """A window whose end is not after its start: nothing to do, and said so (not an
+    error: like a list filter that matches nothing)."""
+    note = (
+        f"the window is empty: until ({until.isoformat()}) is not after since ({since.isoformat()})"
+    )
+    return Requeued(requeued=0, note=note)
 
 
 class RetryAccepted(BaseModel):
@@ -52,12 +67,6 @@ class RecoverRequest(schemas.RequestBody):
         except OverflowError:  # 0001-01-01T00:00+14:00 is before the first representable UTC
             raise ValueError(f"{value!r} is outside the times the relay can store") from None
         return value
-
-    @model_validator(mode="after")
-    def _window(self) -> RecoverRequest:
-        if self.until is not None and self.until <= self.since:
-            raise ValueError("until must be after since")
-        return self
 
 
 @operation(
@@ -94,22 +103,18 @@ async def recover(request: Request) -> Response:
     svc = services(request)
     sub = await actions.recoverable(svc, principal(request), request.path_params["subscription_id"])
     body = await read_json(request, RecoverRequest)
+    if body.until is not None and body.until <= body.since:
+        return _empty_window(body.since, body.until).response()
     marked, due = await actions.recover_failed(svc, sub, body.since, body.until)
     return JSONResponse(
-        Requeued(requeued=marked).model_dump(),
+        Requeued(requeued=marked).model_dump(exclude_none=True),
         status_code=202,
         background=BackgroundTask(actions.enqueue, svc, due),
     )
 
 
 class ReplayRequest(RecoverRequest):
-    @model_validator(mode="after")
-    def _window(self) -> ReplayRequest:
-        if self.until is not None and self.until < self.since:
-            raise ValueError(
-                f"until: {self.until.isoformat()} is before since {self.since.isoformat()}"
-            )
-        return self
+    """[since, until], both ends included (a recover window excludes until)."""
 
 
 @operation(
@@ -130,9 +135,11 @@ async def replay(request: Request) -> Response:
     sub = await load_visible(svc, principal(request), request.path_params["subscription_id"])
     body = await read_json(request, ReplayRequest)
     until = body.until or utcnow()
+    if until < body.since:  # both ends are included: since == until is one instant
+        return _empty_window(body.since, until).response()
     batch = svc.settings.tuning.delivery.replay_batch
     matched = await request_replay(svc.db, sub, body.since, until, batch)
-    return JSONResponse(Requeued(requeued=matched).model_dump(), status_code=202)
+    return Requeued(requeued=matched).response()
 
 
 routes = [

@@ -87,6 +87,8 @@ async def _recover(request: Request, session: Session, form: Form) -> str:
         )
     except ValidationError as exc:
         raise ApiError(422, describe_validation_error(exc)) from None
+    if window.until is not None and window.until <= window.since:  # a typo, on a form
+        raise ApiError(422, "until must be after since")
     marked, due = await actions.recover_failed(svc, sub, window.since, window.until)
     await actions.enqueue(svc, due)
     plural = "delivery" if marked == 1 else "deliveries"

@@ -35,6 +35,7 @@ MAX_SUBSCRIPTIONS = 200
 TITLE = "Failures — Clever Events Relay"
 
 HTML = {"text/html": {"schema": {"type": "string"}}}
+ERROR_SCHEMA = "#/components/schemas/Error"
 UI_OPERATION = Operation(
     "The on-call page (HTML, for a browser): failing subscriptions and failed deliveries",
     "ui",
@@ -53,7 +54,11 @@ UI_OPERATION = Operation(
     extra={
         "responses": {
             "200": {"description": "the page, or the sign-in form", "content": HTML},
-            "400": {"description": "a filter that could not be read", "content": HTML},
+            "400": {
+                "description": "a filter that could not be read (HTML), or a NUL in the "
+                "query string (the API's JSON error, from before the page is reached)",
+                "content": HTML | {"application/json": {"schema": {"$ref": ERROR_SCHEMA}}},
+            },
             "422": {"description": "a filter value that is not valid", "content": HTML},
         }
     },
