@@ -70,9 +70,15 @@ def parse_time(request: Request, name: str) -> datetime | None:
         ) from None
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
+    return to_utc(value)
+
+
+def to_utc(value: datetime) -> datetime:
+    """``value`` in UTC; a time within a day of the calendar's ends whose offset takes it
+    past them (0001-01-01T00:00+14:00) is the first or last representable instant."""
     try:
         return value.astimezone(UTC)
-    except OverflowError:  # e.g. 0001-01-01T00:00+14:00: before any representable UTC time
+    except OverflowError:
         return (datetime.min if value.year == 1 else datetime.max).replace(tzinfo=UTC)
 
 

@@ -3,6 +3,7 @@ silently ignored setting."""
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -36,11 +37,10 @@ class RequestBody(BaseModel):
 
 
 def check_url(value: str) -> str:
-    """Syntax only; the route checks the target policy (which may resolve the name)."""
-    try:
+    """Syntax only (422); the route checks the target policy (403), which may resolve the
+    name."""
+    with contextlib.suppress(TargetNotAllowed):
         validate_target_url(value, ANY_TARGET)
-    except TargetNotAllowed as exc:
-        raise ValueError(str(exc)) from None
     return value
 
 
@@ -122,13 +122,33 @@ class SubscriptionFilters(RequestBody):
         return None if v is None else sorted(set(v))
 
 
+_LABEL = "[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_HOST_NAME = f"{_LABEL}(?:\\.{_LABEL})*\\.?"
+_H = "[0-9A-Fa-f]{1,4}"
+_IPV6 = (
+    "\\[(?:"
+    + "|".join(
+        (
+            f"(?:{_H}:){{7}}{_H}",
+            f"(?:{_H}:){{1,7}}:",
+            *(f"(?:{_H}:){{1,{6 - n}}}(?::{_H}){{1,{n + 1}}}" for n in range(6)),
+            f":(?::{_H}){{1,7}}",
+            "::",
+        )
+    )
+    + ")\\]"
+)
+_PORT = "(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+
 WebhookUrl = Annotated[
     str,
     StringConstraints(
         min_length=8,
         max_length=2048,
-        # an ASCII host (IDN hosts in punycode), optional port, then any visible characters
-        pattern=r"^https?://[A-Za-z0-9._\-\[\]:]+(/[^\s\x00-\x1f\x7f-\x9f]*)?$",
+        # an ASCII host name (IDN hosts in punycode) or an IP literal, an optional port 1-65535,
+        # then any visible characters: what validate_target_url accepts, so that the schema
+        # promises no URL the API refuses
+        pattern=f"^https?://(?:{_HOST_NAME}|{_IPV6})(?::{_PORT})?(?:/[^\\s\\x00-\\x1f\\x7f-\\x9f]*)?$",
     ),
 ]
 

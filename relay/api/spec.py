@@ -129,6 +129,10 @@ def build_openapi(routes: Sequence[BaseRoute]) -> dict[str, Any]:
         sorted(pairs, key=lambda p: p[0].__name__),
         ref_template="#/components/schemas/{model}",
     )
+    defs = top.get("$defs", {})
+    for model, mode in pairs:
+        if mode == "validation" and model.__name__ in defs:
+            _no_nul_inside(defs[model.__name__])
     paths: dict[str, dict[str, Any]] = {}
     for path, method, op in ops:
         template = _PATH_PARAM.sub(r"{\1}", path)
@@ -170,6 +174,22 @@ def _no_nul(schema: dict[str, Any]) -> dict[str, Any]:
     if schema.get("type") == "string" and not {"pattern", "enum", "format"} & schema.keys():
         return schema | {"pattern": _NO_NUL}
     return schema
+
+
+def _no_nul_inside(schema: Any) -> None:
+    """Every free-text string of a request body, NUL-free in the schema as in the API (a NUL
+    anywhere in a body is a 422 naming the field, ``relay.api.context``)."""
+    if isinstance(schema, list):
+        for item in schema:
+            _no_nul_inside(item)
+    elif isinstance(schema, dict):
+        if (
+            schema.get("type") == "string"
+            and not {"pattern", "enum", "format", "const"} & schema.keys()
+        ):
+            schema["pattern"] = _NO_NUL
+        for value in schema.values():
+            _no_nul_inside(value)
 
 
 def _operation_object(path: str, method: str, op: Operation) -> dict[str, Any]:

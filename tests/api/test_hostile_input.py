@@ -72,12 +72,17 @@ def test_nul_in_the_url_is_still_401_without_a_token(api_url: str) -> None:
 
 @pytest.mark.parametrize("since", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"])
 @pytest.mark.parametrize("action", ["recover", "replay"])
-def test_a_window_beyond_the_calendar_is_422(admin: httpx.Client, since: str, action: str) -> None:
+def test_a_window_at_the_calendars_edge_is_its_first_or_last_instant(
+    admin: httpx.Client, since: str, action: str
+) -> None:
+    """Valid ISO 8601 whose offset takes it past year 1 or 9999 in UTC: clamped, as the list
+    filters do, not a 500 (an OverflowError before) nor a refusal of what the schema allows."""
     created = admin.post("/v1/subscriptions", json=SUB).json()
     response = admin.post(
         f"/v1/subscriptions/{created['id']}/{action}", content=json.dumps({"since": since})
     )
-    _ok_after(admin, response, 422, "outside the times the relay can store")
+    assert response.status_code == 202, response.text
+    assert admin.get("/healthz").status_code == 200
 
 
 def test_loopback_targets_are_refused_outside_relay_run(
@@ -93,8 +98,8 @@ def test_loopback_targets_are_refused_outside_relay_run(
     ):
         for url in ("http://127.0.0.1:6379/", "http://[::1]:8000/v1/tokens"):
             refused = admin.post("/v1/subscriptions", json={"url": url})
-            assert refused.status_code == 422, refused.text
+            assert refused.status_code == 403, refused.text
             assert "loopback address" in refused.json()["error"]["message"]
         sub = admin.post("/v1/subscriptions", json=SUB).json()
         moved = admin.patch(f"/v1/subscriptions/{sub['id']}", json={"url": "http://127.0.0.1/"})
-        assert moved.status_code == 422
+        assert moved.status_code == 403

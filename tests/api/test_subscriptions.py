@@ -67,7 +67,6 @@ def test_supplied_secret_is_kept(admin: httpx.Client) -> None:
     [
         ({"url": "ftp://example.com/x"}, "url"),
         ({"url": "/relative"}, "url"),
-        ({"url": "http://169.254.169.254/latest"}, "url"),
         ({"record_types": ["students"]}, "'students'"),
         ({"actions": ["upserted"]}, "'upserted'"),
         ({"secret": "nope"}, "secret"),
@@ -86,6 +85,21 @@ def test_bad_input_is_named(admin: httpx.Client, fields: dict[str, object], need
     response = admin.post("/v1/subscriptions", json={"url": URL} | fields)
     assert response.status_code == 422, response.text
     assert needle in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://169.254.169.254/latest",
+        "http://169.254.169.254./",
+        "http://metadata.google.internal/",
+    ],
+)
+def test_a_well_formed_url_the_policy_refuses_is_403(admin: httpx.Client, url: str) -> None:
+    """Not bad input (the schema allows it) but a target this relay may not send to."""
+    response = admin.post("/v1/subscriptions", json={"url": url})
+    assert response.status_code == 403, response.text
+    assert response.json()["error"]["message"].startswith("url: ")
 
 
 def test_malformed_json_is_400(admin: httpx.Client) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from pydantic import AwareDatetime, BaseModel, Field, field_validator
 from starlette.background import BackgroundTask
@@ -13,6 +13,7 @@ from starlette.routing import Route
 from relay.api import actions, schemas
 from relay.api.auth import principal
 from relay.api.context import read_json, services
+from relay.api.query import to_utc
 from relay.api.routes.subscriptions import load_visible
 from relay.api.spec import Operation, operation
 from relay.db import utcnow
@@ -62,11 +63,7 @@ class RecoverRequest(schemas.RequestBody):
             raise ValueError(f"not {example}: {value!r}") from None
         if parsed.tzinfo is None:
             raise ValueError(f"{value!r} has no offset; give {example}")
-        try:
-            parsed.astimezone(UTC)
-        except OverflowError:  # 0001-01-01T00:00+14:00 is before the first representable UTC
-            raise ValueError(f"{value!r} is outside the times the relay can store") from None
-        return value
+        return to_utc(parsed)
 
 
 @operation(

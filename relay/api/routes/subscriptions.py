@@ -44,7 +44,9 @@ def _with_secret(sub: Subscription) -> dict[str, Any]:
 async def _check_target(svc: Services, url: str) -> None:
     try:
         await check_target_url(url, svc.target_policy)
-    except (TargetNotAllowed, ValueError) as exc:
+    except TargetNotAllowed as exc:  # well formed, but where this relay may not send
+        raise ApiError(403, f"url: {exc}") from None
+    except ValueError as exc:
         raise ApiError(422, f"url: {exc}") from None
 
 
