@@ -12,7 +12,9 @@ Closing is how ``DELETE`` keeps its promise that no attempt starts once it retur
 commits, closes the gate, then waits until nobody holds it. A worker that passed before the
 close is waited for; one that comes after is turned away. Both sides are atomic in Redis, so
 there is no third case. If Redis loses the flag (a flush), the database still says the
-subscription is gone, and the next job that loads it finds that.
+subscription is gone, and the next job that loads it finds that. The closed flag itself
+lapses after two job lifetimes: by then every job that could have loaded the subscription
+before it was deleted or disabled has ended.
 
 Gate requests of concurrent jobs share one script call, and releases one pipeline
 (``Coalescer``): a busy worker makes one round trip for many attempts.
@@ -109,11 +111,12 @@ class Gates:
     async def leave(self, request: Request) -> None:
         await self._exits.submit(request)
 
-    async def close(self, subscription_id: str, *, for_seconds: float | None = None) -> None:
-        """Turn away every attempt from now on (``for_seconds``: then forget it; a deleted
-        subscription's id is never reused, so a day is plenty)."""
-        ex = None if for_seconds is None else int(for_seconds)
-        await self.redis.set(_CLOSED + subscription_id, b"1", ex=ex)
+    async def close(self, subscription_id: str) -> None:
+        """Turn away every attempt from now on. Only jobs that loaded the subscription before
+        the database said it was gone need turning away, and none lives longer than a job
+        (``lease``): so the flag lapses after two, and a flag that could not be removed
+        never parks a re-enabled subscription for long."""
+        await self.redis.set(_CLOSED + subscription_id, b"1", px=2 * self.lease_ms)
 
     async def open(self, subscription_id: str) -> None:
         await self.redis.delete(_CLOSED + subscription_id)

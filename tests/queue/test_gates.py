@@ -46,7 +46,7 @@ async def test_a_closed_gate_turns_attempts_away_and_waits_for_those_past_it(
     gates = Gates(redis, lease=30)
     inside = Request("sub_a", "job0", 8, None)
     assert await gates.enter(inside) is Pass.GRANTED
-    await gates.close("sub_a", for_seconds=60)
+    await gates.close("sub_a")
     assert await gates.enter(Request("sub_a", "job1", 8, None)) is Pass.CLOSED
     assert not await gates.wait_until_idle("sub_a", within=0.1)  # job0 is still sending
     waiting = asyncio.create_task(gates.wait_until_idle("sub_a", within=10))

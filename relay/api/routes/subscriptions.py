@@ -213,16 +213,14 @@ async def apply_update(
     return sub
 
 
-async def _stop_sending(
-    svc: Services, subscription_id: str, *, for_seconds: float | None = None
-) -> None:
+async def _stop_sending(svc: Services, subscription_id: str) -> None:
     """Once this returns, no attempt to the subscription starts (and none is in flight): its
     gate is closed, then the attempts already past it are waited for (each ends within the
     delivery timeout). Called after the commit that cancelled or parked its deliveries."""
     if svc.gates is None:
         return
     try:
-        await svc.gates.close(subscription_id, for_seconds=for_seconds)
+        await svc.gates.close(subscription_id)
         await svc.gates.wait_until_idle(subscription_id, within=svc.settings.delivery_timeout + 1)
     except (RedisError, OSError) as exc:
         # the database already says so: a job that loads the subscription sends nothing
@@ -272,7 +270,7 @@ async def delete_subscription(request: Request) -> Response:
             .where(col(Delivery.status).in_(WAITING))
             .values(status=DeliveryStatus.CANCELLED, next_attempt_at=None, updated_at=utcnow())
         )
-    await _stop_sending(svc, subscription_id, for_seconds=86400)
+    await _stop_sending(svc, subscription_id)
     return Response(status_code=204)
 
 
