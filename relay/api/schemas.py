@@ -20,7 +20,7 @@ from pydantic import (
 
 from relay._exceptions import TargetNotAllowed
 from relay.clever.client import TOKEN_PATTERN, is_valid_token
-from relay.delivery.signing import parse_secret
+from relay.delivery.signing import SECRET_PATTERN, parse_secret
 from relay.delivery.targets import TargetPolicy, validate_target_url
 from relay.fanout import operational
 from relay.fanout.matching import ACTIONS, FIELD_PATH, RECORD_TYPES, ROLES, parse_path
@@ -66,7 +66,7 @@ def _check_members(values: object, allowed: tuple[str, ...], what: str) -> objec
 
 def _check_secret(value: str | None) -> str | None:
     if value is not None:
-        parse_secret(value)
+        parse_secret(value, strict=True)
     return value
 
 
@@ -186,7 +186,7 @@ class SubscriptionCreate(SubscriptionFilters):
     secret: str | None = Field(
         default=None,
         description="whsec_ + base64 of 24-64 bytes; generated when absent",
-        json_schema_extra={"pattern": "^whsec_[A-Za-z0-9+/]{32,88}={0,2}$"},
+        json_schema_extra={"pattern": SECRET_PATTERN},
     )
     enabled: StrictBool = True
     ordered: StrictBool = Field(

@@ -17,6 +17,7 @@ import functools
 import hashlib
 import hmac
 import json
+import re
 import secrets as _secrets
 import time
 from collections.abc import Mapping, Sequence
@@ -35,9 +36,27 @@ def generate_secret() -> str:
 
 
 @functools.lru_cache(maxsize=4096)
-def parse_secret(secret: str) -> bytes:
+def _base64_pattern(min_bytes: int, max_bytes: int) -> str:
+    """A regular expression for the standard base64 of ``min_bytes``-``max_bytes`` bytes:
+    whole quads, then none, ``xx==`` or ``xxx=``, as many as those lengths allow."""
+    char = "[A-Za-z0-9+/]"
+    forms = []
+    for tail, extra in (("", 0), (f"{char}{{2}}==", 1), (f"{char}{{3}}=", 2)):
+        fewest, most = -(-(min_bytes - extra) // 3), (max_bytes - extra) // 3
+        if fewest <= most:
+            forms.append(f"(?:{char}{{4}}){{{fewest},{most}}}{tail}")
+    return "(?:" + "|".join(forms) + ")"
+
+
+#: what parse_secret accepts, for the API schema
+SECRET_PATTERN = f"^{SECRET_PREFIX}{_base64_pattern(SECRET_MIN_BYTES, SECRET_MAX_BYTES)}$"
+
+
+def parse_secret(secret: str, *, strict: bool = False) -> bytes:
     """The HMAC key of ``secret``; ValueError naming the problem if it is not a valid secret.
 
+    ``strict`` (registration): canonical base64 only, exactly what ``SECRET_PATTERN`` says;
+    signing stays lenient about padding, for secrets registered before the check.
     Cached: the same few secrets sign every attempt of a subscription.
     """
     if not isinstance(secret, str):
@@ -56,6 +75,8 @@ def parse_secret(secret: str) -> bytes:
         raise ValueError(
             f"secret must decode to {SECRET_MIN_BYTES}-{SECRET_MAX_BYTES} bytes, got {len(key)}"
         )
+    if strict and re.fullmatch(SECRET_PATTERN, secret) is None:
+        raise ValueError("secret must be canonical base64: '=' padding only as its length needs")
     return key
 
 

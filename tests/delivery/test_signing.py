@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import re
 import time
 from typing import Any
 
@@ -13,6 +15,7 @@ from hypothesis import strategies as st
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from relay.delivery.signing import (
+    SECRET_PATTERN,
     generate_secret,
     parse_secret,
     sign,
@@ -155,3 +158,18 @@ def test_any_event_body_verifies(event: dict[str, Any], msg_id: str) -> None:
     body = webhook_body(event, "d1")
     headers = webhook_headers([secret], msg_id, body)
     assert Webhook(secret).verify(body, headers) == {**event, "district": "d1"}
+
+
+@pytest.mark.parametrize("size", range(16, 72))
+def test_the_schema_pattern_accepts_exactly_what_parse_secret_does(size: int) -> None:
+    """The OpenAPI schema promises what the API accepts (schemathesis found a secret the
+    old, looser pattern allowed and the API refused)."""
+    for encoded in (base64.b64encode(os.urandom(size)).decode(), "A" * size, "A" * size + "="):
+        secret = "whsec_" + encoded
+        try:
+            parse_secret(secret, strict=True)
+        except ValueError:
+            accepted = False
+        else:
+            accepted = True
+        assert bool(re.fullmatch(SECRET_PATTERN, secret)) is accepted, secret
