@@ -65,11 +65,11 @@ class DeliveryTuning:
     #: attempts in flight per owner in one worker: one team's hanging endpoints hold at most
     #: this many of the worker's jobs, the rest stepping aside, so other teams keep theirs
     owner_in_flight: int = 250
-    #: a subscription whose last attempts all timed out gets this budget per attempt (every
-    #: tenth still gets the whole delivery timeout, so a slow receiver can recover) ...
-    short_budget: float = 2.0
-    #: ... after this many timeouts in a row, in this worker
-    timeouts_before_short_budget: int = 3
+    #: a subscription's circuit opens after this many timeouts in a row in one worker ...
+    circuit_after: int = 3
+    #: ... and its attempts are recorded as not sent for this long, then one probe goes
+    #: (relay.delivery.circuit)
+    circuit_cooldown: float = 30.0
     #: jobs in progress per worker on the first-attempts queue. Most of a job's life is spent
     #: waiting for a shared query or transaction, so more jobs make bigger batches rather
     #: than more load: 100 → 600 measured +50 % deliveries/s (bench/throughput.py)

@@ -34,6 +34,7 @@ from relay.db import Database, chains, utcnow
 from relay.db.engine import refused
 from relay.db.models import WAITING, Delivery, DeliveryStatus, Subscription
 from relay.delivery.attempt import Attempt, load_attempts
+from relay.delivery.circuit import Circuits
 from relay.delivery.outcome import state_after
 from relay.delivery.record import Sent, record_attempts
 from relay.delivery.schedule import RetrySchedule
@@ -72,7 +73,7 @@ class AttemptPipeline:
         self.gates = gates
         self.slots = Slots(tuning.slot_wait)  # per subscription: its max_in_flight
         self.owners = Slots(0)  # per owner: tuning.owner_in_flight, no waiting
-        self._timeouts: dict[str, int] = {}  # subscription id → timeouts in a row
+        self.circuits = Circuits(after=tuning.circuit_after, cooldown=tuning.circuit_cooldown)
         self._recorder: Coalescer[Sent, DeliveryStatus | None] = Coalescer(
             self._record_batch, max_batch=tuning.record_batch
         )
@@ -132,6 +133,9 @@ class AttemptPipeline:
     async def _send(
         self, attempt: Attempt, subscription: Subscription, body: bytes
     ) -> AttemptOutcome:
+        refusal = self.circuits.refusal(subscription.id)
+        if refusal is not None:
+            return refusal  # recorded as a failed attempt: the retry schedule goes on
         async with self._turn(attempt, subscription):
             secrets = active_secrets(
                 subscription.secret,
@@ -140,10 +144,8 @@ class AttemptPipeline:
                 utcnow(),
             )
             headers = webhook_headers(secrets, attempt.event_id, body)
-            outcome = await self.sender.send(
-                subscription.url, headers, body, budget=self._budget(subscription.id)
-            )
-        self._count_timeouts(subscription.id, outcome)
+            outcome = await self.sender.send(subscription.url, headers, body)
+        self.circuits.observe(subscription.id, outcome)
         return outcome
 
     @contextlib.asynccontextmanager
@@ -156,7 +158,8 @@ class AttemptPipeline:
         (bench/throughput.py)."""
         owner, sub_id = subscription.owner, subscription.id
         if not await self.owners.acquire(owner, self.tuning.owner_in_flight):
-            raise SubscriptionBusy(defer=random.uniform(0.5, 1.5))
+            # further back than a busy subscription: the owner's other jobs are queued too
+            raise SubscriptionBusy(defer=random.uniform(1.0, 3.0))
         try:
             if not await self.slots.acquire(sub_id, subscription.max_in_flight):
                 raise SubscriptionBusy(defer=random.uniform(0.5, 1.5))
@@ -190,22 +193,6 @@ class AttemptPipeline:
             yield
         finally:
             await self.gates.leave(request)
-
-    def _budget(self, subscription_id: str) -> float | None:
-        """A shorter budget for an endpoint that keeps timing out (None: the whole delivery
-        timeout), so that a hanging receiver holds the worker's jobs for less."""
-        streak = self._timeouts.get(subscription_id, 0)
-        if streak < self.tuning.timeouts_before_short_budget or streak % 10 == 0:
-            return None
-        return self.tuning.short_budget
-
-    def _count_timeouts(self, subscription_id: str, outcome: AttemptOutcome) -> None:
-        if outcome.result == "timeout":
-            if len(self._timeouts) >= 10_000:  # bounded: forget all rather than grow
-                self._timeouts.clear()
-            self._timeouts[subscription_id] = self._timeouts.get(subscription_id, 0) + 1
-        else:
-            self._timeouts.pop(subscription_id, None)
 
     async def _record_batch(self, sent: Sequence[Sent]) -> list[DeliveryStatus | None]:
         """The attempts of concurrent jobs in one write transaction; then their next

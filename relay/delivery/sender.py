@@ -75,6 +75,8 @@ class AttemptOutcome:
             return "timeout"
         if error.startswith(("target not allowed", "invalid url")):
             return "refused"
+        if error.startswith("not sent: circuit open"):
+            return "circuit_open"
         return "connection_error" if self.status_code is None else "http_error"
 
 
@@ -202,12 +204,8 @@ class WebhookSender:
         self._checked_urls[url] = target
         return target
 
-    async def send(
-        self, url: str, headers: Mapping[str, str], body: bytes, *, budget: float | None = None
-    ) -> AttemptOutcome:
-        """POST ``body`` to ``url`` once, within ``budget`` seconds (default the sender's);
-        never raises for HTTP, network or policy failures."""
-        budget = budget or self.timeout
+    async def send(self, url: str, headers: Mapping[str, str], body: bytes) -> AttemptOutcome:
+        """POST ``body`` to ``url`` once; never raises for HTTP, network or policy failures."""
         session = self._session
         if session is None:
             raise RuntimeError("WebhookSender is not open: use 'async with WebhookSender(...)'")
@@ -239,7 +237,7 @@ class WebhookSender:
                 return done()
 
         try:
-            async with asyncio.timeout(budget):
+            async with asyncio.timeout(self.timeout):
                 async with session.post(
                     target, data=body, headers=headers, allow_redirects=False
                 ) as response:
@@ -249,9 +247,9 @@ class WebhookSender:
                     excerpt = await _read_excerpt(response.content)
         except TimeoutError:
             if status is None:
-                error = f"timeout: no response within {_fmt_seconds(budget)}"
+                error = f"timeout: no response within {_fmt_seconds(self.timeout)}"
             else:
-                error = f"timeout: response body not received within {_fmt_seconds(budget)}"
+                error = f"timeout: response body not received within {_fmt_seconds(self.timeout)}"
         except TargetNotAllowed as exc:
             error = f"target not allowed: {exc}"
         except (aiohttp.ClientError, OSError, ValueError) as exc:

@@ -322,23 +322,30 @@ async def test_one_owners_hanging_endpoints_leave_the_worker_to_others(
     assert len(healthy.received) == 1
 
 
-async def test_an_endpoint_that_keeps_timing_out_gets_a_shorter_budget(
+async def test_an_endpoint_that_keeps_timing_out_has_its_circuit_opened(
     db: Database, settings: Settings, redis_url: str
 ) -> None:
-    hanging = Receiver(responder=lambda n: (204, {}, 3.0))
-    with serve(hanging.app()) as srv:
+    """Noisy neighbour (#15): after ``circuit_after`` timeouts in a row, attempts are recorded
+    as not sent (the retry schedule goes on) for the cooldown, then one probe is sent; an
+    answer closes the circuit."""
+    hanging = {"on": True}
+    receiver = Receiver(responder=lambda n: (204, {}, 3.0 if hanging["on"] else 0.0))
+    with serve(receiver.app()) as srv:
         sub = await add_subscription(db, srv.url + "/hook")
-        deliveries = await add_deliveries(db, [sub], 3)
-        timeouts = worker_settings(settings, srv.url, delivery_timeout=0.6)
-        async with worker_context(timeouts, redis_url) as app:
-            app.pipeline.tuning = replace(
-                app.pipeline.tuning, short_budget=0.2, timeouts_before_short_budget=2
-            )
-            for delivery_id in deliveries:
-                assert await run_job(app, delivery_id, 1) == "retrying"
-    errors = [(await delivery(db, d))[1][0].error for d in deliveries]
-    assert errors == [
-        "timeout: no response within 0.6s",
-        "timeout: no response within 0.6s",
-        "timeout: no response within 0.2s",
-    ]
+        deliveries = await add_deliveries(db, [sub], 5)
+        async with worker_context(
+            worker_settings(settings, srv.url, delivery_timeout=0.3), redis_url
+        ) as app:
+            app.pipeline.circuits.after, app.pipeline.circuits.cooldown = 2, 0.5
+            results = [await run_job(app, d, 1) for d in deliveries[:3]]
+            sent_before_probe = len(receiver.received)
+            await asyncio.sleep(0.6)
+            hanging["on"] = False
+            probe = await run_job(app, deliveries[3], 1)
+            after = await run_job(app, deliveries[4], 1)
+    assert results == ["retrying", "retrying", "retrying"]
+    assert sent_before_probe == 2  # the third was not sent
+    assert (probe, after) == ("succeeded", "succeeded")
+    errors = [(await delivery(db, d))[1][0].error for d in deliveries[:3]]
+    assert errors[:2] == ["timeout: no response within 0.3s"] * 2
+    assert errors[2].startswith("not sent: circuit open after 2 timeouts in a row")
