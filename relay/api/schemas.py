@@ -6,17 +6,23 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from relay._exceptions import TargetNotAllowed
+from relay.api.errors import described_pattern
 from relay.clever.client import is_valid_token
 from relay.delivery.signing import parse_secret
 from relay.delivery.targets import TargetPolicy, validate_target_url
 from relay.fanout import operational
 from relay.fanout.matching import ACTIONS, FIELD_PATH, RECORD_TYPES, ROLES, parse_path
 
-Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
-OwnerName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,100}$")]
+_ID_CHARACTERS = "letters, digits and _ . : - only (no spaces)"
+Identifier = Annotated[
+    str, described_pattern(r"^[A-Za-z0-9_.:-]{1,64}$", f"must be 1-64 {_ID_CHARACTERS}")
+]
+OwnerName = Annotated[
+    str, described_pattern(r"^[A-Za-z0-9_.:-]{1,100}$", f"must be 1-100 {_ID_CHARACTERS}")
+]
 
 
 ANY_TARGET = TargetPolicy(loopback=True)  # the form only; the route checks the policy
@@ -26,12 +32,15 @@ class RequestBody(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
-def check_url(value: str) -> str:
-    """Syntax only; the route checks the target policy (which may resolve the name)."""
+def check_url(value: object) -> object:
+    """Syntax only; the route checks the target policy (which may resolve the name). Runs
+    before the pattern, so a typo in the scheme is named as such."""
+    if not isinstance(value, str):
+        return value  # the type check names it
     try:
-        validate_target_url(value, ANY_TARGET)
-    except TargetNotAllowed as exc:
-        raise ValueError(str(exc)) from None
+        validate_target_url(value.strip(), ANY_TARGET)
+    except (TargetNotAllowed, ValueError) as exc:
+        raise ValueError(str(exc).removeprefix("url ")) from None
     return value
 
 
@@ -41,7 +50,12 @@ RecordType = Literal[
 Action = Literal["created", "updated", "deleted"]
 Role = Literal["student", "teacher", "staff", "district_admin", "contact"]
 PATH = f"^{FIELD_PATH.pattern}$"  # the matching rule's, anchored for the OpenAPI spec
-FieldPath = Annotated[str, StringConstraints(max_length=200, pattern=PATH)]
+FieldPath = Annotated[
+    str,
+    described_pattern(
+        PATH, "must be a dotted field path such as roles.student.school", max_length=200
+    ),
+]
 
 
 def _check_members(values: object, allowed: tuple[str, ...], what: str) -> object:
@@ -115,11 +129,13 @@ class SubscriptionFilters(RequestBody):
 
 WebhookUrl = Annotated[
     str,
-    StringConstraints(
+    described_pattern(
+        # an ASCII host (IDN hosts in punycode), optional port, then any visible characters
+        r"^https?://[A-Za-z0-9._\-\[\]:]+(/[^\s\x00-\x1f\x7f-\x9f]*)?$",
+        "must be an absolute http:// or https:// URL with an ASCII host name (punycode for "
+        "international names), e.g. https://hooks.internal/clever",
         min_length=8,
         max_length=2048,
-        # an ASCII host (IDN hosts in punycode), optional port, then any visible characters
-        pattern=r"^https?://[A-Za-z0-9._\-\[\]:]+(/[^\s\x00-\x1f\x7f-\x9f]*)?$",
     ),
 ]
 
@@ -141,10 +157,7 @@ class SubscriptionCreate(SubscriptionFilters):
         default=None, description="admin only; a service token always creates its own"
     )
 
-    @field_validator("url")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        return check_url(v)
+    _url = field_validator("url", mode="before")(check_url)
 
     @field_validator("secret")
     @classmethod
@@ -158,10 +171,7 @@ class SubscriptionUpdate(SubscriptionFilters):
     enabled: StrictBool | None = None
     ordered: StrictBool | None = None
 
-    @field_validator("url")
-    @classmethod
-    def _url(cls, v: str | None) -> str | None:
-        return None if v is None else check_url(v)
+    _url = field_validator("url", mode="before")(check_url)
 
 
 class Subscription(BaseModel):
@@ -186,6 +196,20 @@ class SubscriptionWithSecret(Subscription):
     secret: str = Field(description="shown only at creation and rotation")
 
 
+WARNINGS = (
+    "what the relay accepted but you should check, e.g. a URL whose host does not resolve "
+    "now; empty when all is well"
+)
+
+
+class SubscriptionCreated(SubscriptionWithSecret):
+    warnings: list[str] = Field(default_factory=list, description=WARNINGS)
+
+
+class SubscriptionChanged(Subscription):
+    warnings: list[str] = Field(default_factory=list, description=WARNINGS)
+
+
 class SubscriptionStats(BaseModel):
     subscription_id: str
     window: Literal["1h", "24h", "7d"]
@@ -204,6 +228,7 @@ class SubscriptionStats(BaseModel):
 
 class TestAttempt(BaseModel):
     webhook_id: str = Field(description="the webhook-id of the relay.test event sent")
+    delivery_id: int = Field(description="the test's delivery in the delivery log")
     attempted_at: datetime
     succeeded: bool
     status_code: int | None

@@ -16,6 +16,7 @@ from relay.cli import (
     serve,
     simulate,
     subscriptions,
+    tokens,
     worker,
 )
 
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         deliveries,
         subscriptions,
         districts,
+        tokens,
     ):
         sub = commands.add_parser(module.NAME, help=module.HELP, description=module.HELP)
         module.add_arguments(sub)

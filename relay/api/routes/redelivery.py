@@ -20,6 +20,7 @@ from relay.api.routes.subscriptions import load_visible
 from relay.api.spec import Operation, operation
 from relay.db import utcnow
 from relay.db.models import Delivery, DeliveryStatus, Subscription
+from relay.delivery.probe import TEST_EVENT_TYPE
 from relay.delivery.redeliver import request_redelivery
 from relay.delivery.replay import request_replay
 from relay.queue import Job
@@ -83,7 +84,8 @@ def _require_enabled(subscription: Subscription | None) -> None:
         {202: RetryAccepted},
         errors=(404, 409),
         description="A new attempt, queued at once and counted apart from the retry "
-        "schedule: if it fails, the delivery goes back to where the schedule had it.",
+        "schedule: if it fails, the delivery goes back to where the schedule had it. A "
+        "relay.test delivery is not retried (409): send another test.",
     )
 )
 async def retry_delivery(request: Request) -> Response:
@@ -93,6 +95,12 @@ async def retry_delivery(request: Request) -> Response:
     )
     if delivery.status == DeliveryStatus.CANCELLED:
         raise ApiError(409, "the delivery was cancelled: its subscription no longer exists")
+    if delivery.event_type == TEST_EVENT_TYPE:
+        raise ApiError(
+            409,
+            "a relay.test delivery is not sent again; send a new test with POST "
+            f"/v1/subscriptions/{delivery.subscription_id}/test",
+        )
     now = utcnow()
     async with svc.db.write() as session:
         _require_enabled(await session.get(Subscription, delivery.subscription_id))
@@ -133,6 +141,7 @@ async def recover(request: Request) -> Response:
             now,
             col(Delivery.subscription_id) == sub.id,
             col(Delivery.status) == DeliveryStatus.FAILED,
+            col(Delivery.event_type) != TEST_EVENT_TYPE,
             col(Delivery.created_at) >= body.since,
             col(Delivery.created_at) < (body.until or now),
         )

@@ -21,7 +21,7 @@ from relay.api.pagination import parse_limit
 from relay.api.spec import CURSOR, LIMIT, Operation, Query, operation
 from relay.db import chains, utcnow
 from relay.db.models import WAITING, Delivery, DeliveryStatus, Subscription
-from relay.delivery.probe import send_test
+from relay.delivery.probe import record_test, send_test
 from relay.delivery.signing import active_secrets, generate_secret
 from relay.delivery.targets import check_target_url
 from relay.queue import Job, next_attempts
@@ -37,9 +37,10 @@ def _with_secret(sub: Subscription) -> dict[str, Any]:
     return subscription_fields(sub) | {"secret": sub.secret}
 
 
-async def _check_target(svc: Services, url: str) -> None:
+async def _check_target(svc: Services, url: str) -> list[str]:
+    """422 for a refused target; the warnings (a name that does not resolve) otherwise."""
     try:
-        await check_target_url(url, svc.target_policy)
+        return await check_target_url(url, svc.target_policy)
     except (TargetNotAllowed, ValueError) as exc:
         raise ApiError(422, f"url: {exc}") from None
 
@@ -62,11 +63,13 @@ async def load_visible(svc: Services, who: Principal, subscription_id: str) -> S
     Operation(
         "Create a subscription",
         "subscriptions",
-        {201: schemas.SubscriptionWithSecret},
+        {201: schemas.SubscriptionCreated},
         request=schemas.SubscriptionCreate,
         errors=(403,),
         description="The response carries the signing secret; it is never shown again "
-        "except by rotate-secret.",
+        "except by rotate-secret. The URL's host is resolved now: one that does not resolve "
+        "is accepted (DNS can fail for a moment, internal names may resolve only where the "
+        "workers run) with a line in warnings; every delivery resolves and checks it again.",
     )
 )
 async def create_subscription(request: Request) -> Response:
@@ -75,7 +78,7 @@ async def create_subscription(request: Request) -> Response:
     body = await read_json(request, schemas.SubscriptionCreate)
     if not who.is_admin and body.owner not in (None, who.owner):
         raise ApiError(403, "owner: a service token can only create its own subscriptions")
-    await _check_target(svc, body.url)
+    warnings = await _check_target(svc, body.url)
     sub = Subscription(
         owner=body.owner or who.owner,
         url=body.url,
@@ -92,7 +95,7 @@ async def create_subscription(request: Request) -> Response:
     )
     async with svc.db.write() as session:
         session.add(sub)
-    return JSONResponse(_with_secret(sub), status_code=201)
+    return JSONResponse(_with_secret(sub) | {"warnings": warnings}, status_code=201)
 
 
 @operation(
@@ -139,11 +142,12 @@ async def get_subscription(request: Request) -> Response:
     Operation(
         "Change a subscription's URL, filters or enabled state",
         "subscriptions",
-        {200: schemas.Subscription},
+        {200: schemas.SubscriptionChanged},
         request=schemas.SubscriptionUpdate,
         errors=(404,),
         description="Setting enabled to true re-enables a subscription the relay disabled; "
-        "deliveries parked while it was disabled are sent again within the reconcile interval.",
+        "deliveries parked while it was disabled are sent again within the reconcile interval. "
+        "A new URL is checked as at creation (warnings: a host that does not resolve).",
     )
 )
 async def update_subscription(request: Request) -> Response:
@@ -151,8 +155,7 @@ async def update_subscription(request: Request) -> Response:
     subscription_id = request.path_params["subscription_id"]
     await load_visible(svc, who, subscription_id)
     body = await read_json(request, schemas.SubscriptionUpdate)
-    if body.url is not None:
-        await _check_target(svc, body.url)
+    warnings = [] if body.url is None else await _check_target(svc, body.url)
     async with svc.db.write() as session:
         sub = visible_or_404(await session.get(Subscription, subscription_id), who, subscription_id)
         for name in body.model_fields_set:
@@ -169,7 +172,7 @@ async def update_subscription(request: Request) -> Response:
         released = [] if sub.ordered else await _release_waiting(session, sub.id, now)
     if svc.queue is not None and released:
         await svc.queue.enqueue(released)
-    return JSONResponse(subscription_fields(sub))
+    return JSONResponse(subscription_fields(sub) | {"warnings": warnings})
 
 
 async def _release_waiting(session: AsyncSession, subscription_id: str, now: datetime) -> list[Job]:
@@ -229,9 +232,12 @@ async def rotate_secret(request: Request) -> Response:
         "subscriptions",
         {200: schemas.TestAttempt},
         errors=(404,),
-        description="Signed like every delivery (webhook-id is the test event's id); the "
-        "attempt is returned, not stored. Works on a disabled subscription too. At most one "
-        "a second per owner (bursts of 10), else 429 with Retry-After.",
+        description="Signed like every delivery (webhook-id is the test event's id). The "
+        "attempt is returned and recorded: the relay.test event is in the event log and its "
+        "delivery (delivery_id, already succeeded or failed, one attempt with trigger 'test') "
+        "in the delivery log; it is never retried or recovered (send another test). Works on "
+        "a disabled subscription too. At most one a second per owner (bursts of 10), else "
+        "429 with Retry-After.",
     )
 )
 async def test_subscription(request: Request) -> Response:
@@ -245,9 +251,11 @@ async def test_subscription(request: Request) -> Response:
         )
     now = utcnow()
     secrets = active_secrets(sub.secret, sub.previous_secret, sub.previous_secret_expires_at, now)
-    event_id, outcome = await send_test(svc.sender, sub.url, secrets, sub.id, now)
+    event_id, body, outcome = await send_test(svc.sender, sub.url, secrets, sub.id, now)
+    delivery_id = await record_test(svc.db, sub, event_id, body, outcome)
     attempt = schemas.TestAttempt(
         webhook_id=event_id,
+        delivery_id=delivery_id,
         attempted_at=now,
         succeeded=outcome.succeeded,
         status_code=outcome.status_code,
