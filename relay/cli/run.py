@@ -23,6 +23,7 @@ from relay.cli.migrate import upgrade
 from relay.cli.serving import QuietServer, listen_on, make_server, stop_on_signals
 from relay.db import Database
 from relay.db.models import District
+from relay.logs import quiet_server_banners
 from relay.queue.embedded import EmbeddedRedis
 from relay.secrets import RuntimeSecrets, resolve_secrets
 from relay.settings import Settings, get_settings
@@ -104,6 +105,7 @@ async def _run(
     sockets: dict[str, socket.socket],
 ) -> None:
     stop = stop_on_signals()
+    quiet_server_banners()
 
     # one laptop: relay listen and local receivers are on loopback
     settings = settings.model_copy(update={"allow_loopback": True})
