@@ -19,6 +19,7 @@ from relay._exceptions import ConfigError
 from relay.api.app import create_app
 from relay.clever.simulator import Simulator, SimulatorConfig
 from relay.clever.simulator import create_app as create_simulator
+from relay.clever.simulator.cli import DEFAULT_RATE
 from relay.cli.migrate import upgrade
 from relay.cli.serving import QuietServer, listen_on, make_server, stop_on_signals
 from relay.db import Database
@@ -44,9 +45,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument("--simulator-port", type=int, default=8765)
     parser.add_argument(
-        "--simulator-rate", type=float, default=1.0,
+        "--simulator-rate", type=float, default=DEFAULT_RATE,
         help="simulated events per second per district (default %(default)s)",
     )  # fmt: skip
+
+
+def simulator_config(rate: float) -> SimulatorConfig:
+    """The simulated Clever of ``relay run``: the README's example ids are its (seed 0)."""
+    return SimulatorConfig(districts=2, events_per_second=rate)
 
 
 async def _wants_simulator(settings: Settings, db: Database, choice: str) -> bool:
@@ -113,7 +119,7 @@ async def _run(
     servers: list[tuple[QuietServer, socket.socket]] = []
     simulated = "simulator" in sockets and await _wants_simulator(settings, db, args.simulator)
     if simulated:
-        sim = Simulator(SimulatorConfig(districts=2, events_per_second=args.simulator_rate))
+        sim = Simulator(simulator_config(args.simulator_rate))
         simulator = make_server(create_simulator(sim), "127.0.0.1", args.simulator_port)
         servers.append((simulator, sockets["simulator"]))
         settings = settings.model_copy(
