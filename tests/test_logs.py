@@ -37,13 +37,15 @@ def captured(capsys: pytest.CaptureFixture[str]) -> Iterator[Captured]:
 
 def test_text_lines_have_a_timestamp_and_no_colour_copy(captured: Captured) -> None:
     configure_logging("INFO", "text")
-    logging.getLogger("uvicorn.test").info(
+    logging.getLogger("relay.test.colour").info(
         "Started server process [%d]", 42, extra={"color_message": "Started \x1b[36m%d\x1b[0m"}
     )
     logging.getLogger("relay.poll").info("events stored", extra={"stored": 3})
     lines = captured.getvalue().splitlines()
     stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
-    assert re.fullmatch(stamp + r" info    uvicorn\.test: Started server process \[42\]", lines[0])
+    assert re.fullmatch(
+        stamp + r" info    relay\.test\.colour: Started server process \[42\]", lines[0]
+    )
     assert re.fullmatch(stamp + r" info    relay\.poll: events stored stored=3", lines[1])
     assert len(lines) == 2
 

@@ -3,22 +3,23 @@ bad input."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import StringConstraints, ValidationError
+from pydantic import ValidationError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from relay._exceptions import API_ERROR_CODES, ApiError
+from relay.validation import what_is_wrong
 
 __all__ = [
     "ApiError",
     "describe_validation_error",
-    "described_pattern",
     "error_response",
     "exception_handlers",
 ]
@@ -39,77 +40,8 @@ def error_response(
     return JSONResponse(body, status_code=status, headers=extra or None)
 
 
-#: What a constrained string must look like, in words, by its pattern: registered with
-#: :func:`described_pattern` where the pattern is defined, so no error message shows a regex.
-PATTERN_MEANINGS: dict[str, str] = {}
-
 #: Fields whose value an error message must never repeat.
 SECRET_FIELDS = frozenset({"token", "secret"})
-
-_TYPE_WORDS = {
-    "bool_type": "must be true or false",
-    "bool_parsing": "must be true or false",
-    "string_type": "must be a string",
-    "list_type": 'must be a list, e.g. ["users"]',
-    "int_type": "must be a whole number",
-    "int_parsing": "must be a whole number",
-    "int_from_float": "must be a whole number",
-    "float_type": "must be a number",
-    "float_parsing": "must be a number",
-    "dict_type": "must be a JSON object",
-    "model_type": "must be a JSON object",
-    "model_attributes_type": "must be a JSON object",
-    "datetime_type": "must be an ISO 8601 timestamp, e.g. 2024-05-01T12:00:00Z",
-    "datetime_parsing": "must be an ISO 8601 timestamp, e.g. 2024-05-01T12:00:00Z",
-    "datetime_from_date_parsing": "must be an ISO 8601 timestamp, e.g. 2024-05-01T12:00:00Z",
-}
-_BOUNDS = {
-    "greater_than_equal": ("ge", "at least"),
-    "greater_than": ("gt", "more than"),
-    "less_than_equal": ("le", "at most"),
-    "less_than": ("lt", "less than"),
-}
-
-
-def described_pattern(
-    pattern: str, meaning: str, min_length: int | None = None, max_length: int | None = None
-) -> StringConstraints:
-    """``StringConstraints(pattern=…)`` whose mismatch reads ``<field>: <meaning>``."""
-    PATTERN_MEANINGS[pattern] = meaning
-    return StringConstraints(pattern=pattern, min_length=min_length, max_length=max_length)
-
-
-def _plural(n: object, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
-def _what_is_wrong(error: Any, field: str) -> str:
-    """pydantic's error as a person would say it; never a regex, never pydantic's wording
-    for the common cases (the rare others keep pydantic's message)."""
-    kind, ctx = error["type"], error.get("ctx") or {}
-    if kind == "missing":
-        return "required"
-    if kind == "extra_forbidden":
-        return "unknown field"
-    if kind == "value_error":  # our validators' own words; "secret: secret must …" reads once
-        return str(error["msg"]).removeprefix("Value error, ").removeprefix(f"{field} ")
-    if kind == "string_pattern_mismatch":
-        return PATTERN_MEANINGS.get(ctx.get("pattern", ""), "has characters that are not allowed")
-    if kind == "string_too_short":
-        n = ctx.get("min_length", 1)
-        return "must not be empty" if n == 1 else f"must be at least {_plural(n, 'character')}"
-    if kind == "string_too_long":
-        return f"must be at most {_plural(ctx.get('max_length'), 'character')}"
-    if kind == "too_short":
-        return f"must have at least {_plural(ctx.get('min_length'), 'item')}"
-    if kind == "too_long":
-        return f"must have at most {_plural(ctx.get('max_length'), 'item')}"
-    if kind == "literal_error":
-        return f"must be one of {ctx.get('expected')}"
-    if kind in _BOUNDS:
-        key, words = _BOUNDS[kind]
-        return f"must be {words} {ctx.get(key)}"
-    return _TYPE_WORDS.get(kind, str(error["msg"]))
 
 
 def _got(error: Any, field: str) -> str:
@@ -121,7 +53,7 @@ def _got(error: Any, field: str) -> str:
         return ", got an object"
     if isinstance(value, list):
         return ", got a list"
-    shown = "null" if value is None else repr(value)
+    shown = json.dumps(value) if value is None or isinstance(value, bool) else repr(value)
     return f", got {shown if len(shown) <= 80 else shown[:79] + '…'}"
 
 
@@ -132,7 +64,7 @@ def describe_validation_error(exc: ValidationError) -> str:
         loc = [str(p) for p in error["loc"]]
         field = next((p for p in reversed(loc) if not p.isdigit()), "")
         parts.append(
-            f"{'.'.join(loc) or 'body'}: {_what_is_wrong(error, field)}{_got(error, field)}"
+            f"{'.'.join(loc) or 'body'}: {what_is_wrong(error, field)}{_got(error, field)}"
         )
     return "; ".join(parts)
 

@@ -9,12 +9,12 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from relay._exceptions import TargetNotAllowed
-from relay.api.errors import described_pattern
 from relay.clever.client import is_valid_token
 from relay.delivery.signing import parse_secret
 from relay.delivery.targets import TargetPolicy, validate_target_url
 from relay.fanout import operational
 from relay.fanout.matching import ACTIONS, FIELD_PATH, RECORD_TYPES, ROLES, parse_path
+from relay.validation import described_pattern
 
 _ID_CHARACTERS = "letters, digits and _ . : - only (no spaces)"
 Identifier = Annotated[

@@ -56,7 +56,7 @@ CURSOR = Query("cursor", {"type": "string"}, "next_cursor of the previous page")
 _PATH_PARAM = re.compile(r"{(\w+)(?::\w+)?}")
 _ERROR_TEXT = {
     400: "Malformed request",
-    401: "Missing, invalid or revoked token",
+    401: "Missing, invalid or revoked token (the header is Authorization: Bearer <token>)",
     403: "Not allowed for this token",
     404: "Not found, or not visible to this token",
     409: "Conflicts with existing state",
