@@ -2,7 +2,7 @@
 a record carries (district, event, delivery and subscription ids), and a timestamp either way.
 
 Quiet at INFO: what repeats on its own (arq's two lines per cron run, per-page and
-per-attempt detail, alembic's preamble) is at DEBUG or filtered, so a terminal shows what
+per-attempt detail, alembic's preamble) is at DEBUG or filtered out, so a terminal shows what
 changed. ``--log-level DEBUG`` shows all of it.
 
 Nothing here redacts: the rule is that no code passes a token or a secret to a logger.
@@ -20,14 +20,14 @@ from typing import Any
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 # uvicorn adds a copy of its message with terminal colour codes to every record
 _DROPPED = _STANDARD | {"color_message"}
-#: Loggers that speak at INFO about routine work (arq: every cron run, twice), quiet unless
-#: the level asked for is DEBUG.
-ROUTINE = ("arq",)
-#: (logger, message start) pairs said at every start that tell nothing
+#: (logger prefix, message format start) of lines said at every start that tell nothing
 _PREAMBLE = (
     ("alembic.runtime.migration", "Context impl "),
     ("alembic.runtime.migration", "Will assume "),
 )
+#: and of routine INFO lines, shown only at DEBUG: arq's two per cron run (job start and end,
+#: "%6.2fs → …" / "%6.2fs ← …") and its health record; its start-up lines stay
+_ROUTINE = (("arq", "%6.2fs "), ("arq", "recording health"))
 
 
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
@@ -67,21 +67,18 @@ def configure_logging(level: str = "INFO", fmt: str | None = None) -> None:
     fmt = fmt or os.environ.get("RELAY_LOG_FORMAT") or ("text" if sys.stderr.isatty() else "json")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
-    handler.addFilter(_not_preamble)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    unsaid = _PREAMBLE if root.level <= logging.DEBUG else _PREAMBLE + _ROUTINE
+    handler.addFilter(lambda record: not _matches(record, unsaid))
     for noisy in ("uvicorn.access", "httpx", "httpcore", "aiosqlite", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    for routine in ROUTINE:
-        logging.getLogger(routine).setLevel(
-            logging.NOTSET if root.level <= logging.DEBUG else logging.WARNING
-        )
 
 
-def _not_preamble(record: logging.LogRecord) -> bool:
-    return not any(
-        record.name == name and str(record.msg).startswith(start) for name, start in _PREAMBLE
+def _matches(record: logging.LogRecord, lines: tuple[tuple[str, str], ...]) -> bool:
+    return record.levelno <= logging.INFO and any(
+        record.name.startswith(name) and str(record.msg).startswith(start) for name, start in lines
     )
 
 

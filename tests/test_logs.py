@@ -32,7 +32,6 @@ def captured(capsys: pytest.CaptureFixture[str]) -> Iterator[Captured]:
     yield Captured(capsys)
     root.handlers[:] = saved[0]
     root.setLevel(saved[1])
-    logging.getLogger("arq").setLevel(logging.NOTSET)
 
 
 def test_text_lines_have_a_timestamp_and_no_colour_copy(captured: Captured) -> None:
@@ -50,17 +49,25 @@ def test_text_lines_have_a_timestamp_and_no_colour_copy(captured: Captured) -> N
     assert len(lines) == 2
 
 
-def test_routine_loggers_are_quiet_at_info_and_speak_at_debug(captured: Captured) -> None:
+def test_routine_lines_are_quiet_at_info_and_shown_at_debug(captured: Captured) -> None:
     configure_logging("INFO", "json")
-    logging.getLogger("arq.worker").info("  0.50s → cron:reconcile()")
+    arq = logging.getLogger("arq.worker")
+    arq.info("Starting worker for %d functions: %s", 3, "cron:reconcile")  # once: kept
+    arq.info("%6.2fs → %s(%s)%s", 0.5, "cron:reconcile", "", "")  # every cron run: dropped
+    arq.info("%6.2fs ← %s ● %s", 0.01, "cron:reconcile", 0)
+    arq.info("recording health: %s", "j_complete=1")
     logging.getLogger("alembic.runtime.migration").info("Context impl SQLiteImpl.")
     logging.getLogger("alembic.runtime.migration").info("Will assume non-transactional DDL.")
     logging.getLogger("alembic.runtime.migration").info("Running upgrade  -> 0001, initial")
-    logging.getLogger("arq.worker").warning("job failed")
+    arq.warning("%6.2fs ! %s failed", 0.5, "cron:reconcile")
     messages = [json.loads(line)["msg"] for line in captured.getvalue().splitlines()]
-    assert messages == ["Running upgrade  -> 0001, initial", "job failed"]
+    assert messages == [
+        "Starting worker for 3 functions: cron:reconcile",
+        "Running upgrade  -> 0001, initial",
+        "  0.50s ! cron:reconcile failed",
+    ]
     configure_logging("DEBUG", "json")
-    logging.getLogger("arq.worker").info("  0.50s → cron:reconcile()")
+    arq.info("%6.2fs → %s(%s)%s", 0.5, "cron:reconcile", "", "")
     assert json.loads(captured.getvalue().splitlines()[-1])["msg"] == "  0.50s → cron:reconcile()"
 
 

@@ -77,7 +77,7 @@ def test_run_on_embedded_defaults_and_listen(tmp_path: Path) -> None:
         assert "Traceback" not in output, output[-3000:]
         # quiet by default: no uvicorn start lines (the banner says it), none of arq's
         # per-cron lines, no colour copies, no per-page or per-attempt lines at INFO
-        for noise in ("color_message", '"arq.', '"uvicorn.error"', "delivery attempt"):
+        for noise in ("color_message", "→ cron:", "← cron:", '"uvicorn.error"', "delivery attempt"):
             assert noise not in output, noise
         assert "Context impl" not in output
         admin = (workdir / ".relay" / "admin_token").read_text().strip()
