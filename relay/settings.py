@@ -17,6 +17,7 @@ from sqlalchemy.exc import ArgumentError
 
 from relay._exceptions import ConfigError
 from relay.tuning import Timeouts, Tuning
+from relay.validation import what_is_wrong
 
 if TYPE_CHECKING:
     from relay.delivery.schedule import RetrySchedule
@@ -125,8 +126,8 @@ def load_settings(**overrides: Any) -> Settings:
         problems = []
         for error in exc.errors():
             field = str(error["loc"][0]) if error["loc"] else "?"
-            message = str(error["msg"]).removeprefix("Value error, ")
-            problems.append(f"{_env_name(field)}: {message}")
+            # the value is not repeated: a URL or key in it may hold a password or a secret
+            problems.append(f"{_env_name(field)}: {what_is_wrong(error, field)}")
         raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
 
 

@@ -53,12 +53,18 @@ class PollingTuning:
     unauthorized_after_401s: int = 3
     #: between failed polls of one district
     backoff: Backoff = field(default_factory=lambda: Backoff(base=1.0, cap=60.0))
+    #: a caught-up district's "events stored" line sums this many seconds of polls (a burst
+    #: that paged through a backlog is summed and logged when it ends)
+    stored_summary_every: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
 class DeliveryTuning:
     """The delivery consumers and the attempt pipeline (``relay.delivery``)."""
 
+    #: a subscription failing all along is reminded of in the log at most this often (seconds;
+    #: its first failure and the end of its streak are logged at once)
+    failing_reminder_every: float = 3600.0
     #: a job waits this long for one of its subscription's slots (a healthy endpoint frees one
     #: within milliseconds), then steps aside and goes back in the queue ~1 s later
     slot_wait: float = 0.5

@@ -20,6 +20,7 @@ from relay.api.routes.deliveries import load_visible_delivery
 from relay.api.routes.subscriptions import apply_update, load_visible
 from relay.db import utcnow
 from relay.db.models import Delivery, DeliveryStatus, Subscription
+from relay.delivery.probe import TEST_EVENT_TYPE
 from relay.delivery.redeliver import request_redelivery
 from relay.queue import Job
 
@@ -40,6 +41,12 @@ async def retry_delivery(svc: Services, who: Principal, raw_id: str) -> tuple[in
     delivery = await load_visible_delivery(svc, who, raw_id)
     if delivery.status == DeliveryStatus.CANCELLED:
         raise ApiError(409, "the delivery was cancelled: its subscription no longer exists")
+    if delivery.event_type == TEST_EVENT_TYPE:
+        raise ApiError(
+            409,
+            "a relay.test delivery is not sent again; send a new test with POST "
+            f"/v1/subscriptions/{delivery.subscription_id}/test",
+        )
     now = utcnow()
     async with svc.db.write() as session:
         require_enabled(await session.get(Subscription, delivery.subscription_id))
@@ -75,6 +82,7 @@ async def recover_failed(
             now,
             col(Delivery.subscription_id) == sub.id,
             col(Delivery.status) == DeliveryStatus.FAILED,
+            col(Delivery.event_type) != TEST_EVENT_TYPE,
             col(Delivery.created_at) >= since,
             col(Delivery.created_at) < (until or now),
         )

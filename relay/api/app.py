@@ -10,7 +10,7 @@ from arq.connections import ArqRedis
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
-from relay.api import ui
+from relay.api import docs, ui
 from relay.api.auth import Authenticator, AuthMiddleware, TokenCodec
 from relay.api.context import Services
 from relay.api.errors import exception_handlers
@@ -108,6 +108,7 @@ def create_app(
         routes=merge_by_path(
             [
                 *ops.routes,
+                *docs.routes,
                 *tokens.routes,
                 *districts.routes,
                 *subscriptions.routes,

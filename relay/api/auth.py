@@ -1,13 +1,15 @@
 """Bearer-token authentication, checked before anything else on every ``/v1`` route.
 
 The admin token sees everything. A service token is an itsdangerous-signed
-``{"o": owner, "g": generation}``: it needs no storage of its own, and revoking an owner bumps
-the stored generation so every token minted before stops working at once.
+``{"o": owner, "g": generation, "n": nonce}``: it needs no storage of its own, each minting
+gives a different one, and revoking an owner bumps the stored generation so every token
+minted before stops working at once.
 """
 
 from __future__ import annotations
 
 import hmac
+import secrets
 from dataclasses import dataclass
 
 from itsdangerous import BadSignature, URLSafeSerializer
@@ -37,7 +39,10 @@ class TokenCodec:
         self._serializer = URLSafeSerializer(secret_key, salt="relay.service-token")
 
     def mint(self, owner: str, generation: int) -> str:
-        return SERVICE_TOKEN_PREFIX + str(self._serializer.dumps({"o": owner, "g": generation}))
+        """A new token each call (the nonce ``n``), so a token handed to one deployment is
+        not also the one another got; all of an owner's tokens end together on revocation."""
+        payload = {"o": owner, "g": generation, "n": secrets.token_urlsafe(6)}
+        return SERVICE_TOKEN_PREFIX + str(self._serializer.dumps(payload))
 
     def read(self, token: str) -> tuple[str, int] | None:
         if not token.startswith(SERVICE_TOKEN_PREFIX):
@@ -100,11 +105,26 @@ class AuthMiddleware:
                 break
         principal = await self.authenticator.authenticate(header)
         if principal is None:
-            message = "missing bearer token" if not header else "invalid or revoked token"
-            await error_response(401, message)(scope, receive, send)
+            await error_response(401, refusal(header))(scope, receive, send)
             return
         scope.setdefault("state", {})["principal"] = principal
         await self.app(scope, receive, send)
+
+
+BEARER_FORM = "the header must be 'Authorization: Bearer <token>'"
+
+
+def refusal(header: str | None) -> str:
+    """Why a request was refused: no header, a header of the wrong form (a bare token,
+    another scheme), or a token that is not (or no longer) valid. Never repeats the token."""
+    if not header or not header.strip():
+        return f"missing bearer token: {BEARER_FORM}"
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return f"the Authorization header does not start with 'Bearer ': {BEARER_FORM}"
+    if not token.strip():
+        return f"the Authorization header has no token after 'Bearer': {BEARER_FORM}"
+    return "invalid or revoked token"
 
 
 def is_api_path(path: str) -> bool:

@@ -3,6 +3,7 @@ bad input."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -14,8 +15,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from relay._exceptions import API_ERROR_CODES, ApiError
+from relay.validation import what_is_wrong
 
-__all__ = ["ApiError", "describe_validation_error", "error_response", "exception_handlers"]
+__all__ = [
+    "ApiError",
+    "describe_validation_error",
+    "error_response",
+    "exception_handlers",
+]
 
 logger = logging.getLogger("relay.api")
 
@@ -33,15 +40,32 @@ def error_response(
     return JSONResponse(body, status_code=status, headers=extra or None)
 
 
+#: Fields whose value an error message must never repeat.
+SECRET_FIELDS = frozenset({"token", "secret"})
+
+
+def _got(error: Any, field: str) -> str:
+    """``, got <value>`` for a short scalar value of a field that is not secret."""
+    value = error.get("input")
+    if error["type"] in ("missing", "extra_forbidden", "value_error") or field in SECRET_FIELDS:
+        return ""
+    if isinstance(value, dict):
+        return ", got an object"
+    if isinstance(value, list):
+        return ", got a list"
+    shown = json.dumps(value) if value is None or isinstance(value, bool) else repr(value)
+    return f", got {shown if len(shown) <= 80 else shown[:79] + '…'}"
+
+
 def describe_validation_error(exc: ValidationError) -> str:
-    """One line naming each bad field and what is wrong with it."""
+    """One line naming each bad field, what is wrong with it, and (unless secret) the value."""
     parts = []
     for error in exc.errors(include_url=False):
-        loc = ".".join(str(p) for p in error["loc"]) or "body"
-        msg = str(error["msg"]).removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
-            msg = "unknown field"
-        parts.append(f"{loc}: {msg}")
+        loc = [str(p) for p in error["loc"]]
+        field = next((p for p in reversed(loc) if not p.isdigit()), "")
+        parts.append(
+            f"{'.'.join(loc) or 'body'}: {what_is_wrong(error, field)}{_got(error, field)}"
+        )
     return "; ".join(parts)
 
 

@@ -48,6 +48,10 @@ class DeliveryAttempt(BaseModel):
     duration_ms: int
     error: str | None = Field(description="why the attempt failed, when it did")
     response_excerpt: str = Field(description="the start of the receiver's response body")
+    trigger: Literal["schedule", "manual", "test"] = Field(
+        description="what sent it: the retry schedule, a person (retry, recover or replay "
+        "through the API, CLI or /ui: counted apart from the schedule), or a relay.test send"
+    )
 
 
 class DeliveryDetail(_DeliveryFields):

@@ -3,7 +3,6 @@ silently ignored setting."""
 
 from __future__ import annotations
 
-import contextlib
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -14,7 +13,6 @@ from pydantic import (
     Field,
     StrictBool,
     StrictInt,
-    StringConstraints,
     field_validator,
 )
 
@@ -24,9 +22,15 @@ from relay.delivery.signing import SECRET_PATTERN, parse_secret
 from relay.delivery.targets import TargetPolicy, validate_target_url
 from relay.fanout import operational
 from relay.fanout.matching import ACTIONS, FIELD_PATH, RECORD_TYPES, ROLES, parse_path
+from relay.validation import described_pattern
 
-Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
-OwnerName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,100}$")]
+_ID_CHARACTERS = "letters, digits and _ . : - only (no spaces)"
+Identifier = Annotated[
+    str, described_pattern(r"^[A-Za-z0-9_.:-]{1,64}$", f"must be 1-64 {_ID_CHARACTERS}")
+]
+OwnerName = Annotated[
+    str, described_pattern(r"^[A-Za-z0-9_.:-]{1,100}$", f"must be 1-100 {_ID_CHARACTERS}")
+]
 
 
 ANY_TARGET = TargetPolicy(loopback=True)  # the form only; the route checks the policy
@@ -36,11 +40,17 @@ class RequestBody(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
-def check_url(value: str) -> str:
-    """Syntax only (422); the route checks the target policy (403), which may resolve the
-    name."""
-    with contextlib.suppress(TargetNotAllowed):
-        validate_target_url(value, ANY_TARGET)
+def check_url(value: object) -> object:
+    """Syntax only (422), before the pattern so that a typo in the scheme is named as such;
+    the route checks the target policy (403), which may resolve the name."""
+    if not isinstance(value, str):
+        return value  # the type check names it
+    try:
+        validate_target_url(value.strip(), ANY_TARGET)
+    except TargetNotAllowed:
+        pass  # well formed: the route's policy check answers for it
+    except ValueError as exc:
+        raise ValueError(str(exc).removeprefix("url ")) from None
     return value
 
 
@@ -50,7 +60,12 @@ RecordType = Literal[
 Action = Literal["created", "updated", "deleted"]
 Role = Literal["student", "teacher", "staff", "district_admin", "contact"]
 PATH = f"^{FIELD_PATH.pattern}$"  # the matching rule's, anchored for the OpenAPI spec
-FieldPath = Annotated[str, StringConstraints(max_length=200, pattern=PATH)]
+FieldPath = Annotated[
+    str,
+    described_pattern(
+        PATH, "must be a dotted field path such as roles.student.school", max_length=200
+    ),
+]
 
 
 def _check_members(values: object, allowed: tuple[str, ...], what: str) -> object:
@@ -142,13 +157,15 @@ _PORT = "(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2
 
 WebhookUrl = Annotated[
     str,
-    StringConstraints(
-        min_length=8,
-        max_length=2048,
+    described_pattern(
         # an ASCII host name (IDN hosts in punycode) or an IP literal, an optional port 1-65535,
         # then any visible characters: what validate_target_url accepts, so that the schema
         # promises no URL the API refuses
-        pattern=f"^https?://(?:{_HOST_NAME}|{_IPV6})(?::{_PORT})?(?:/[^\\s\\x00-\\x1f\\x7f-\\x9f]*)?$",
+        f"^https?://(?:{_HOST_NAME}|{_IPV6})(?::{_PORT})?(?:/[^\\s\\x00-\\x1f\\x7f-\\x9f]*)?$",
+        "must be an absolute http:// or https:// URL with an ASCII host name (punycode for "
+        "international names), e.g. https://hooks.internal/clever",
+        min_length=8,
+        max_length=2048,
     ),
 ]
 
@@ -199,10 +216,7 @@ class SubscriptionCreate(SubscriptionFilters):
         default=None, description="admin only; a service token always creates its own"
     )
 
-    @field_validator("url")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        return check_url(v)
+    _url = field_validator("url", mode="before")(check_url)
 
     @field_validator("secret")
     @classmethod
@@ -218,10 +232,7 @@ class SubscriptionUpdate(SubscriptionFilters):
     max_in_flight: MaxInFlight | None = None
     max_per_second: MaxPerSecond | None = Field(default=None, description="null: no throttle")
 
-    @field_validator("url")
-    @classmethod
-    def _url(cls, v: str | None) -> str | None:
-        return None if v is None else check_url(v)
+    _url = field_validator("url", mode="before")(check_url)
 
 
 class Subscription(BaseModel):
@@ -248,6 +259,20 @@ class SubscriptionWithSecret(Subscription):
     secret: str = Field(description="shown only at creation and rotation")
 
 
+WARNINGS = (
+    "what the relay accepted but you should check, e.g. a URL whose host does not resolve "
+    "now; empty when all is well"
+)
+
+
+class SubscriptionCreated(SubscriptionWithSecret):
+    warnings: list[str] = Field(default_factory=list, description=WARNINGS)
+
+
+class SubscriptionChanged(Subscription):
+    warnings: list[str] = Field(default_factory=list, description=WARNINGS)
+
+
 class SubscriptionStats(BaseModel):
     subscription_id: str
     window: Literal["1h", "24h", "7d"]
@@ -266,6 +291,7 @@ class SubscriptionStats(BaseModel):
 
 class TestAttempt(BaseModel):
     webhook_id: str = Field(description="the webhook-id of the relay.test event sent")
+    delivery_id: int = Field(description="the test's delivery in the delivery log")
     attempted_at: datetime
     succeeded: bool
     status_code: int | None

@@ -60,7 +60,7 @@ CURSOR = Query(
 _PATH_PARAM = re.compile(r"{(\w+)(?::\w+)?}")
 _ERROR_TEXT = {
     400: "Malformed request",
-    401: "Missing, invalid or revoked token",
+    401: "Missing, invalid or revoked token (the header is Authorization: Bearer <token>)",
     403: "Not allowed for this token",
     404: "Not found, or not visible to this token",
     409: "Conflicts with existing state",
@@ -239,14 +239,3 @@ def _operation_object(path: str, method: str, op: Operation) -> dict[str, Any]:
             "content": {"application/json": {"schema": _ref(op.request)}},
         }
     return obj | op.extra
-
-
-DOCS_HTML = """<!doctype html>
-<html><head><meta charset="utf-8"><title>Clever Events Relay API</title>
-<link rel="stylesheet" href="https://unpkg.com/swagger-ui-dist@5/swagger-ui.css"></head>
-<body><div id="ui"><p>Loading the API reference… It needs the Swagger UI script from
-unpkg.com; offline, read <a href="/openapi.json">/openapi.json</a> directly.</p></div>
-<script src="https://unpkg.com/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
-<script>SwaggerUIBundle({url: "/openapi.json", dom_id: "#ui"});</script>
-</body></html>
-"""

@@ -17,6 +17,7 @@ from relay.cli import (
     serve,
     simulate,
     subscriptions,
+    tokens,
     worker,
 )
 
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         subscriptions,
         districts,
         keys,
+        tokens,
     ):
         sub = commands.add_parser(module.NAME, help=module.HELP, description=module.HELP)
         module.add_arguments(sub)

@@ -1,9 +1,10 @@
-"""Operator commands that talk to a running relay's REST API and print readable tables.
+"""What the operator commands share: they talk to a running relay's REST API and print
+readable tables (or the API's JSON with ``--json``).
 
-``relay deliveries list|show`` and ``relay districts list``. Two top-level commands need two
-entries in ``relay.cli``'s command tuple, so :mod:`relay.cli.deliveries` and
-:mod:`relay.cli.districts` are three-line modules pointing here; everything else (the API
-client, token lookup, tables, the sub-commands) lives in this module.
+The commands themselves are in :mod:`relay.cli.deliveries`, :mod:`relay.cli.subscriptions`,
+:mod:`relay.cli.districts` and :mod:`relay.cli.tokens`; each sub-command is a :func:`leaf`
+whose action gets an :class:`ApiClient` and the parsed arguments. This module has the client,
+the token lookup, the table helpers and :func:`main`.
 
 Connection: ``--api`` (default ``$RELAY_API_URL``, else http://127.0.0.1:8000); the token is
 ``--token``, else ``$RELAY_ADMIN_TOKEN``, else the admin token ``relay run`` stored in the data
@@ -151,139 +152,22 @@ def cell(value: Any, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _emit(args: argparse.Namespace, data: Any, text: str) -> int:
+def emit(args: argparse.Namespace, data: Any, text: str) -> int:
+    """Print ``text``, or the API's ``data`` as JSON under ``--json``."""
     print(json.dumps(data, indent=2) if args.json else text)
     return 0
 
 
-# ---- deliveries ---------------------------------------------------------------------------
-
-
-def deliveries_list(api: ApiClient, args: argparse.Namespace) -> int:
-    params = {
-        "status": args.status,
-        "subscription_id": args.subscription,
-        "event_type": args.event_type,
-        "since": args.since,
-        "until": args.until,
-    }
-    items, more = api.collect("/v1/deliveries", params, args.limit)
-    if args.json:
-        return _emit(args, items, "")
-    if not items:
-        print("no deliveries match")
-        return 0
-    headers = ["ID", "STATUS", "SUBSCRIPTION", "EVENT", "TYPE", "TRIES", "CODE"]
-    headers += ["CREATED (UTC)", "NEXT ATTEMPT (UTC)"]
-    rows = [
-        (
-            str(d["id"]),
-            d["status"],
-            d["subscription_id"],
-            d["event_id"],
-            d["event_type"],
-            str(d["attempts"]),
-            cell(d["last_status_code"]),
-            when(d["created_at"]),
-            when(d["next_attempt_at"]),
-        )
-        for d in items
-    ]
-    print(table(headers, rows, right=frozenset({0, 5, 6})))
-    if more:
-        print(f"(the newest {len(items)}; more match: raise --limit or narrow the filters)")
-    return 0
-
-
-def deliveries_show(api: ApiClient, args: argparse.Namespace) -> int:
-    d = api.get(f"/v1/deliveries/{args.id}")
-    if args.json:
-        return _emit(args, d, "")
-    fields = [
-        ("delivery", str(d["id"])),
-        ("status", d["status"]),
-        ("subscription", d["subscription_id"]),
-        ("event", f"{d['event_id']} ({d['event_type']})"),
-        ("created", when(d["created_at"]) + " UTC"),
-        ("next attempt", when(d["next_attempt_at"])),
-        ("last status", cell(d["last_status_code"])),
-        ("attempts", str(len(d["attempts"]))),
-    ]
-    print("\n".join(f"{name + ':':<14}{value}" for name, value in fields))
-    if d["attempts"]:
-        rows = [
-            (
-                str(n),
-                when(a["attempted_at"]),
-                cell(a["status_code"]),
-                f"{a['duration_ms']} ms",
-                cell(a["error"], 40),
-                cell(a["response_excerpt"], 40),
-            )
-            for n, a in enumerate(d["attempts"], 1)
-        ]
-        headers = ("#", "ATTEMPTED (UTC)", "CODE", "DURATION", "ERROR", "RESPONSE")
-        print("\n" + table(headers, rows, right=frozenset({0, 2, 3})))
-    return 0
-
-
-def deliveries_retry(api: ApiClient, args: argparse.Namespace) -> int:
-    accepted = api.request("POST", f"/v1/deliveries/{args.id}/retry")
-    if args.json:
-        return _emit(args, accepted, "")
-    print(
-        f"delivery {accepted['id']}: {accepted['status']}, a manual attempt is queued "
-        "(see it with: relay deliveries show " + str(accepted["id"]) + ")"
-    )
-    return 0
-
-
-# ---- subscriptions ------------------------------------------------------------------------
-
-
-def subscriptions_replay(api: ApiClient, args: argparse.Namespace) -> int:
-    window = {"since": args.since} | ({"until": args.until} if args.until else {})
-    accepted = api.request("POST", f"/v1/subscriptions/{args.id}/replay", body=window)
-    if args.json:
-        return _emit(args, accepted, "")
-    print(
-        f"subscription {args.id}: {accepted['requeued']} stored events will be sent again "
-        f"(follow them with: relay deliveries list --subscription {args.id})"
-    )
-    return 0
-
-
-# ---- districts ----------------------------------------------------------------------------
-
-
-def districts_list(api: ApiClient, args: argparse.Namespace) -> int:
-    items, _ = api.collect("/v1/districts", {}, None)
-    if args.json:
-        return _emit(args, items, "")
-    if not items:
-        print("no districts registered (add one with POST /v1/districts)")
-        return 0
-    headers = ("ID", "NAME", "STATUS", "CURSOR", "LAST POLLED (UTC)", "LAG (s)", "LAST ERROR")
-    rows = [
-        (
-            d["id"],
-            cell(d["name"], 30),
-            d["status"],
-            cell(d["cursor"]),
-            when(d["last_polled_at"]),
-            "-" if d["lag_seconds"] is None else f"{d['lag_seconds']:.1f}",
-            cell(d["last_error"], 50),
-        )
-        for d in items
-    ]
-    print(table(headers, rows, right=frozenset({5})))
-    return 0
+def fields(pairs: Sequence[tuple[str, str]]) -> str:
+    """``name:  value`` lines, the values aligned."""
+    width = max(len(name) for name, _ in pairs) + 2
+    return "\n".join(f"{name + ':':<{width}}{value}" for name, value in pairs)
 
 
 # ---- parsers ------------------------------------------------------------------------------
 
 
-def _leaf(commands: Any, name: str, help: str, action: Action) -> argparse.ArgumentParser:
+def leaf(commands: Any, name: str, help: str, action: Action) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = commands.add_parser(name, help=help, description=help)
     parser.add_argument(
         "--api", default=None, help=f"API base URL (default $RELAY_API_URL or {DEFAULT_API})"
@@ -298,45 +182,19 @@ def _leaf(commands: Any, name: str, help: str, action: Action) -> argparse.Argum
     return parser
 
 
-def add_deliveries_arguments(parser: argparse.ArgumentParser) -> None:
-    commands = parser.add_subparsers(dest="operator_command", required=True, metavar="ACTION")
-    listing = _leaf(commands, "list", "list deliveries, newest first", deliveries_list)
-    listing.add_argument("--status", help="pending, retrying, succeeded, failed, cancelled")
-    listing.add_argument("--subscription", metavar="ID", help="one subscription's deliveries")
-    listing.add_argument("--event-type", metavar="TYPE", help="e.g. users.updated")
-    listing.add_argument("--since", metavar="TIME", help="ISO 8601 (UTC when no offset)")
-    listing.add_argument("--until", metavar="TIME", help="ISO 8601 (UTC when no offset)")
-    listing.add_argument("--limit", type=_positive, default=50, help="rows to show (default 50)")
-    show = _leaf(commands, "show", "show a delivery and its attempts", deliveries_show)
-    show.add_argument("id", help="delivery id")
-    retry = _leaf(
-        commands, "retry", "send a delivery again now (a manual attempt)", deliveries_retry
-    )
-    retry.add_argument("id", help="delivery id")
+def sub_commands(parser: argparse.ArgumentParser) -> Any:
+    return parser.add_subparsers(dest="operator_command", required=True, metavar="ACTION")
 
 
-def add_subscriptions_arguments(parser: argparse.ArgumentParser) -> None:
-    commands = parser.add_subparsers(dest="operator_command", required=True, metavar="ACTION")
-    replay = _leaf(
-        commands,
-        "replay",
-        "send a subscription's matching stored events of a time window again",
-        subscriptions_replay,
-    )
-    replay.add_argument("id", help="subscription id")
-    replay.add_argument("--since", required=True, metavar="TIME", help="ISO 8601 with an offset")
-    replay.add_argument("--until", metavar="TIME", help="ISO 8601 with an offset (default now)")
-
-
-def add_districts_arguments(parser: argparse.ArgumentParser) -> None:
-    commands = parser.add_subparsers(dest="operator_command", required=True, metavar="ACTION")
-    _leaf(commands, "list", "list districts and how each is doing (admin)", districts_list)
-
-
-def _positive(raw: str) -> int:
+def positive(raw: str) -> int:
     if not raw.isdigit() or int(raw) < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {raw!r}")
     return int(raw)
+
+
+def name_list(raw: str) -> list[str]:
+    """``users,sections`` as a list; an empty string is the empty list (clears a filter)."""
+    return [item.strip() for item in raw.split(",") if item.strip()]
 
 
 def main(args: argparse.Namespace) -> int:

@@ -11,17 +11,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import socket
 
 from sqlmodel import col, delete, select
 
+from relay._exceptions import ConfigError
 from relay.api.app import create_app
 from relay.clever.simulator import Simulator, SimulatorConfig
 from relay.clever.simulator import create_app as create_simulator
+from relay.clever.simulator.cli import DEFAULT_RATE
 from relay.cli.migrate import upgrade
-from relay.cli.serving import QuietServer, make_server, stop_on_signals
+from relay.cli.serving import QuietServer, listen_on, make_server, stop_on_signals
 from relay.db import Database, crypto
 from relay.db.crypto import reencrypt
 from relay.db.models import District
+from relay.logs import quiet_server_banners
 from relay.queue.embedded import EmbeddedRedis
 from relay.secrets import RuntimeSecrets, resolve_secrets
 from relay.settings import Settings, get_settings
@@ -42,9 +46,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument("--simulator-port", type=int, default=8765)
     parser.add_argument(
-        "--simulator-rate", type=float, default=1.0,
+        "--simulator-rate", type=float, default=DEFAULT_RATE,
         help="simulated events per second per district (default %(default)s)",
     )  # fmt: skip
+
+
+def simulator_config(rate: float) -> SimulatorConfig:
+    """The simulated Clever of ``relay run``: the README's example ids are its (seed 0)."""
+    return SimulatorConfig(districts=2, events_per_second=rate)
 
 
 async def _wants_simulator(settings: Settings, db: Database, choice: str) -> bool:
@@ -96,9 +105,14 @@ def _banner(args: argparse.Namespace, runtime: RuntimeSecrets, simulated: bool) 
 
 
 async def _run(
-    args: argparse.Namespace, settings: Settings, runtime: RuntimeSecrets, redis_url: str
+    args: argparse.Namespace,
+    settings: Settings,
+    runtime: RuntimeSecrets,
+    redis_url: str,
+    sockets: dict[str, socket.socket],
 ) -> None:
     stop = stop_on_signals()
+    quiet_server_banners()
 
     # one laptop: relay listen and local receivers are on loopback
     settings = settings.model_copy(update={"allow_loopback": True})
@@ -106,21 +120,22 @@ async def _run(
     crypto.use(runtime.keyring)
     # what an earlier relay stored in plain text (or under an older key) is encrypted now
     await reencrypt(db.engine, runtime.keyring)
-    servers: list[QuietServer] = []
-    simulated = await _wants_simulator(settings, db, args.simulator)
+    servers: list[tuple[QuietServer, socket.socket]] = []
+    simulated = "simulator" in sockets and await _wants_simulator(settings, db, args.simulator)
     if simulated:
-        sim = Simulator(SimulatorConfig(districts=2, events_per_second=args.simulator_rate))
-        servers.append(make_server(create_simulator(sim), "127.0.0.1", args.simulator_port))
+        sim = Simulator(simulator_config(args.simulator_rate))
+        simulator = make_server(create_simulator(sim), "127.0.0.1", args.simulator_port)
+        servers.append((simulator, sockets["simulator"]))
         settings = settings.model_copy(
             update={"clever_api_url": f"http://127.0.0.1:{args.simulator_port}"}
         )
         await _register_simulated(db, sim)
     app = create_app(settings, runtime, db, redis_url, process_counters=True)
-    servers.append(make_server(app, args.host, args.port))
+    servers.append((make_server(app, args.host, args.port), sockets["api"]))
 
-    tasks = [asyncio.create_task(s.serve()) for s in servers]
+    tasks = [asyncio.create_task(s.serve(sockets=[sock])) for s, sock in servers]
     worker = asyncio.create_task(run_worker(settings, redis_url, stop))
-    while not all(s.started for s in servers):
+    while not all(s.started for s, _ in servers):
         if any(t.done() for t in tasks):
             stop.set()
             break
@@ -129,14 +144,30 @@ async def _run(
         print(_banner(args, runtime, simulated), flush=True)
     await stop.wait()
     await worker
-    for server in servers:
+    for server, _ in servers:
         server.should_exit = True
     await asyncio.gather(*tasks, return_exceptions=True)
     await db.dispose()
 
 
+def _listen(args: argparse.Namespace) -> dict[str, socket.socket]:
+    """Both ports first: a second ``relay run`` stops here with one line, before it touches
+    the database or starts a Redis."""
+    sockets = {"api": listen_on(args.host, args.port, "the API", "--port")}
+    if args.simulator != "off":
+        try:
+            sockets["simulator"] = listen_on(
+                "127.0.0.1", args.simulator_port, "the Clever simulator", "--simulator-port"
+            )
+        except ConfigError:
+            sockets["api"].close()
+            raise
+    return sockets
+
+
 def main(args: argparse.Namespace) -> int:
     settings = get_settings()
+    sockets = _listen(args)
     upgrade(settings.database_url)
     runtime = resolve_secrets(settings, generate=True)
     embedded = None
@@ -145,8 +176,10 @@ def main(args: argparse.Namespace) -> int:
         embedded = EmbeddedRedis(settings.data_dir).start()
         redis_url = embedded.url
     try:
-        asyncio.run(_run(args, settings, runtime, redis_url))
+        asyncio.run(_run(args, settings, runtime, redis_url, sockets))
     finally:
+        for sock in sockets.values():
+            sock.close()
         if embedded is not None:
             embedded.stop()
     return 0

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import signal
+import socket
 from collections.abc import Generator
 from typing import Any
 
 import uvicorn
+
+from relay._exceptions import ConfigError
 
 GRACEFUL_SHUTDOWN_SECONDS = 5
 
@@ -32,6 +36,23 @@ def make_server(app: Any, host: str, port: int) -> QuietServer:
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )
     return QuietServer(config)
+
+
+def listen_on(host: str, port: int, what: str, option: str) -> socket.socket:
+    """The listening socket for a server, bound before anything else starts, so a port in
+    use stops the command with one line naming it (not uvicorn's error and a traceback)."""
+    try:
+        return socket.create_server((host, port))
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(
+                f"{what}: port {port} on {host} is already in use (is another `relay run` "
+                f"running?); stop it, or choose another port with {option}"
+            ) from None
+        raise ConfigError(
+            f"{what}: cannot listen on {host}:{port} ({exc.strerror or exc}); choose another "
+            f"address with {option}"
+        ) from None
 
 
 def stop_on_signals() -> asyncio.Event:

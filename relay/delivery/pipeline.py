@@ -41,6 +41,7 @@ from relay.delivery.schedule import RetrySchedule
 from relay.delivery.sender import AttemptOutcome, WebhookSender
 from relay.delivery.signing import active_secrets, webhook_headers
 from relay.delivery.slots import Slots
+from relay.delivery.streaks import FailureStreaks
 from relay.queue import Job, RedisQueue, next_attempts
 from relay.queue.gates import Gates, Pass
 from relay.queue.gates import Request as GateRequest
@@ -74,6 +75,7 @@ class AttemptPipeline:
         self.slots = Slots(tuning.slot_wait)  # per subscription: its max_in_flight
         self.owners = Slots(0)  # per owner: tuning.owner_in_flight, no waiting
         self.circuits = Circuits(after=tuning.circuit_after, cooldown=tuning.circuit_cooldown)
+        self.streaks = FailureStreaks(remind_every=tuning.failing_reminder_every)
         self._recorder: Coalescer[Sent, DeliveryStatus | None] = Coalescer(
             self._record_batch, max_batch=tuning.record_batch
         )
@@ -94,6 +96,7 @@ class AttemptPipeline:
             await self._settle(attempt, DeliveryStatus.CANCELLED)
             return "cancelled"
         if not subscription.enabled:
+            self.streaks.disabled(subscription.id, subscription.disabled_reason or "by hand")
             await self._settle(attempt, None)  # parked until the subscription is re-enabled
             return "parked"
         try:
@@ -106,6 +109,8 @@ class AttemptPipeline:
         # recording would let the job run again and re-send, ignoring what the receiver said.
         status = await asyncio.shield(self._record(attempt, outcome))
         self._log(attempt, subscription, outcome, status)
+        if status is not None:  # recorded by this run: counted in the streak once
+            self.streaks.attempted(subscription.id, attempt.delivery_id, outcome)
         if status is None:  # another run recorded this attempt first: say what it meant
             status, _ = state_after(attempt, outcome, self.schedule, utcnow())
         return status.value
@@ -235,10 +240,11 @@ class AttemptPipeline:
         outcome: AttemptOutcome,
         status: DeliveryStatus | None,
     ) -> None:
-        # a success is a DEBUG line (it is in the database and the API anyway): at INFO, one
-        # JSON line per webhook was a measurable share of a busy worker's CPU
-        log = logger.debug if outcome.succeeded else logger.warning
-        log(
+        # every attempt is a DEBUG line (it is in the database and the API anyway): at INFO,
+        # one JSON line per webhook was a measurable share of a busy worker's CPU, and one
+        # warning per failed attempt buried everything else; failures are told once per
+        # streak by self.streaks
+        logger.debug(
             "delivery attempt",
             extra={
                 "delivery_id": attempt.delivery_id,

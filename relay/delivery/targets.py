@@ -49,6 +49,8 @@ _IPV4_COMPATIBLE = ipaddress.ip_network("::/96")  # deprecated ::a.b.c.d, still 
 _LEGACY_IPV4 = re.compile(r"[0-9a-fA-FxX.]+")
 _HOSTNAME = re.compile(r"(\*\.|\.)?([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?\.)*[a-z0-9_-]{1,63}")
 MAX_URL_LENGTH = 2048
+#: Seconds a registration waits for DNS before accepting the URL with a warning.
+REGISTRATION_DNS_TIMEOUT = 3.0
 
 
 def _unwrap(address: IPAddress) -> IPAddress:
@@ -231,16 +233,31 @@ async def resolve_and_check(host: str, port: int, policy: TargetPolicy) -> list[
     return addresses
 
 
-async def check_target_url(url: str, policy: TargetPolicy) -> None:
-    """:func:`validate_target_url` plus a DNS check; a name that does not resolve is accepted
-    (internal names may resolve only where workers run; delivery re-checks anyway)."""
+async def check_target_url(url: str, policy: TargetPolicy) -> list[str]:
+    """:func:`validate_target_url` plus a DNS check; return warnings for the caller to show.
+
+    A name that does not resolve (or not within ``REGISTRATION_DNS_TIMEOUT``) is accepted
+    with a warning, not refused: DNS can fail for a moment, and an internal name may resolve
+    only where the workers run. Delivery resolves and checks again at every attempt.
+    """
     validate_target_url(url, policy)
     parts = urlsplit(url)
     host = parts.hostname or ""
     try:
-        await resolve_and_check(host, parts.port or 0, policy)
-    except OSError:
-        return
+        async with asyncio.timeout(REGISTRATION_DNS_TIMEOUT):
+            await resolve_and_check(host, parts.port or 0, policy)
+    except TimeoutError:
+        return [
+            f"url: {host} did not resolve within {REGISTRATION_DNS_TIMEOUT:g} s here; "
+            "accepted, and checked again at every delivery"
+        ]
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        return [
+            f"url: {host} does not resolve here ({reason}); accepted, since DNS can fail for "
+            "a moment, and checked again at every delivery: check the host name"
+        ]
+    return []
 
 
 class CheckingResolver(AbstractResolver):

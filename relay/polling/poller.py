@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -64,6 +65,49 @@ class PollingContext:
     tuning: PollingTuning = field(default_factory=PollingTuning)
 
 
+@dataclass
+class IngestSummary:
+    """One INFO line per poll burst that paged (a backlog), and otherwise at most one per
+    ``every`` seconds for a caught-up district: a line per page at 1 event a second was most
+    of ``relay run``'s terminal. Each page is a DEBUG line."""
+
+    every: float
+    pages: int = 0
+    burst_pages: int = 0
+    stored: int = 0
+    deliveries: int = 0
+    cursor: str | None = None
+    since: float = field(default_factory=time.monotonic)
+
+    def add(self, stored: int, deliveries: int, cursor: str | None) -> None:
+        self.pages += 1
+        self.burst_pages += 1
+        self.stored += stored
+        self.deliveries += deliveries
+        self.cursor = cursor
+
+    def burst_ended(self, extra: dict[str, Any]) -> None:
+        if self.burst_pages > 1 or time.monotonic() - self.since >= self.every:
+            self.flush(extra)
+        self.burst_pages = 0
+
+    def flush(self, extra: dict[str, Any]) -> None:
+        if self.pages:
+            logger.info(
+                "events stored",
+                extra=extra
+                | {
+                    "pages": self.pages,
+                    "stored": self.stored,
+                    "deliveries": self.deliveries,
+                    "cursor": self.cursor,
+                    "over_s": round(time.monotonic() - self.since, 1),
+                },
+            )
+        self.pages = self.burst_pages = self.stored = self.deliveries = 0
+        self.since = time.monotonic()
+
+
 class DistrictPoller:
     def __init__(self, app: PollingContext, district_id: str, stop: asyncio.Event) -> None:
         self.app = app
@@ -74,6 +118,7 @@ class DistrictPoller:
         self.token_in_use: str | None = None  # the token of the last request
         self.page_size: int | None = None  # smaller than the setting after too large a page
         self.log_extra = {"district_id": district_id, "worker": app.worker_id}
+        self.ingested = IngestSummary(app.tuning.stored_summary_every)
 
     @property
     def lease_seconds(self) -> float:
@@ -103,6 +148,7 @@ class DistrictPoller:
                 ):
                     return
             await leases.release(self.app.db, self.district_id, self.app.worker_id)
+            self.ingested.flush(self.log_extra)
         except LeaseLost as exc:
             logger.info("poll stopped", extra=self.log_extra | {"reason": str(exc)})
             await leases.release(self.app.db, self.district_id, self.app.worker_id)
@@ -173,8 +219,8 @@ class DistrictPoller:
             if gap:
                 logger.warning("gap detected", extra=self.log_extra | {"detail": gap})
             if page.events:
-                logger.info(
-                    "events stored",
+                logger.debug(
+                    "page stored",
                     extra=self.log_extra
                     | {
                         "stored": result.stored,
@@ -183,8 +229,10 @@ class DistrictPoller:
                         "clever_request_id": page.request_id,
                     },
                 )
+                self.ingested.add(result.stored, len(result.due), page.last_id)
             await self.app.queue.enqueue(result.due)
             if caught_up:
+                self.ingested.burst_ended(self.log_extra)
                 return
             district = await self.load()
 

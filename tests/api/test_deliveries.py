@@ -175,6 +175,7 @@ async def test_detail_lists_attempts_oldest_first(db: Database, admin: httpx.Cli
         "duration_ms": 12,
         "error": None,
         "response_excerpt": "busy",
+        "trigger": "schedule",
     }
     assert (second["status_code"], second["error"]) == (None, "timed out after 15 s")
     fresh = await add_delivery(db, sub, status="pending", attempts=0)
@@ -241,4 +242,5 @@ def test_openapi_describes_both_attempts(anonymous: httpx.Client) -> None:
         "duration_ms",
         "error",
         "response_excerpt",
+        "trigger",
     }

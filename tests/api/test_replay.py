@@ -18,7 +18,7 @@ URL = "http://127.0.0.1:9/hook"
 @pytest.mark.parametrize(
     ("window", "needle"),
     [
-        ({}, "since: Field required"),
+        ({}, "since: required"),
         ({"since": "yesterday"}, "since: not an ISO 8601 timestamp"),
         ({"since": "2026-11-01T00:00:00"}, "has no offset"),
         ({"since": 5}, "since: must be an ISO 8601 timestamp"),

@@ -111,6 +111,15 @@ async def test_deliveries_show(
                 response_excerpt="boom\nstack",
             )
         )
+        session.add(
+            DeliveryAttempt(
+                delivery_id=delivery,
+                attempted_at=T0 + timedelta(seconds=9),
+                status_code=500,
+                duration_ms=3,
+                trigger="manual",
+            )
+        )
     code, out, err = run(
         capsys, "deliveries", "show", str(delivery), "--api", api_url, "--token", ADMIN_TOKEN
     )
@@ -118,12 +127,16 @@ async def test_deliveries_show(
     assert f"delivery:     {delivery}" in out
     assert "status:       failed" in out
     assert f"subscription: {sub}" in out
+    assert "attempts:     3 (1 not from the schedule)" in out
     table = out.split("\n\n")[1].splitlines()
-    assert table[0].split() == ["#", "ATTEMPTED", "(UTC)", "CODE", "DURATION", "ERROR", "RESPONSE"]
+    assert table[0].split() == [
+        "#", "ATTEMPTED", "(UTC)", "BY", "CODE", "DURATION", "ERROR", "RESPONSE"
+    ]  # fmt: skip
     assert table[1].split() == [
         "1",
         "2024-05-01",
         "12:00:00",
+        "-",
         "-",
         "15000",
         "ms",
@@ -131,7 +144,8 @@ async def test_deliveries_show(
         "out",
         "-",
     ]
-    assert table[2].split()[3:] == ["500", "7", "ms", "-", "boom", "stack"]
+    assert table[2].split()[3:] == ["-", "500", "7", "ms", "-", "boom", "stack"]
+    assert table[3].split()[3:5] == ["manual", "500"]
 
     code, _, err = run(
         capsys, "deliveries", "show", "999", "--api", api_url, "--token", ADMIN_TOKEN

@@ -4,13 +4,15 @@ Redis, the simulator) and ``relay listen`` showing verified deliveries, as real 
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
 import time
 from pathlib import Path
 
 import httpx
 
 from relay.delivery.signing import generate_secret, webhook_headers
-from tests.support.processes import RelayProcess
+from tests.support.processes import RELAY, RelayProcess, relay_env
 from tests.support.servers import free_port
 
 
@@ -73,7 +75,40 @@ def test_run_on_embedded_defaults_and_listen(tmp_path: Path) -> None:
         assert (listen_code, run_code) == (0, 0)
         output = run.output()
         assert "Traceback" not in output, output[-3000:]
+        # quiet by default: no uvicorn start lines (the banner says it), none of arq's
+        # per-cron lines, no colour copies, no per-page or per-attempt lines at INFO
+        for noise in ("color_message", "→ cron:", "← cron:", '"uvicorn.error"', "delivery attempt"):
+            assert noise not in output, noise
+        assert "Context impl" not in output
         admin = (workdir / ".relay" / "admin_token").read_text().strip()
         assert admin not in (tmp_path / "listen.log").read_text()
     finally:
         os.chdir(cwd)
+
+
+def test_a_port_in_use_is_one_line_naming_it_and_the_option(tmp_path: Path) -> None:
+    """A second ``relay run`` (here: its ports held by sockets) stops at once, before it
+    migrates or starts a Redis: one line, the port, the option to change it, no traceback."""
+    for option, what in (("--port", "the API"), ("--simulator-port", "the Clever simulator")):
+        holder = socket.create_server(("127.0.0.1", 0))
+        held = holder.getsockname()[1]
+        ports = {"--port": str(free_port()), "--simulator-port": str(free_port())}
+        ports[option] = str(held)
+        try:
+            done = subprocess.run(
+                [*RELAY, "run", *(x for pair in ports.items() for x in pair)],
+                env=relay_env({"RELAY_DATA_DIR": str(tmp_path / ".relay")}),
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+        finally:
+            holder.close()
+        assert done.returncode == 2
+        assert done.stdout == ""
+        assert done.stderr == (
+            f"relay: {what}: port {held} on 127.0.0.1 is already in use (is another `relay "
+            f"run` running?); stop it, or choose another port with {option}\n"
+        )
+        assert not (tmp_path / "relay.db").exists()

@@ -38,12 +38,12 @@ def add_faults(run: Scenario, rules: list[dict[str, Any]]) -> None:
         httpx.post(run.clever_url + "/_sim/faults", json=rule).raise_for_status()
 
 
-async def start(run: Scenario) -> None:
+async def start(run: Scenario, log_level: str = "INFO") -> None:
     """100 events at Clever and 20/s more, one subscription to everything, two workers."""
     await run.add_districts(backlog=100)
     await run.hook("all")
     run.set_event_rate(20)
-    run.start_workers(2)
+    run.start_workers(2, log_level)
     await run.wait("events stored", lambda: stored_at_least(run, 50), 30)
 
 
@@ -107,7 +107,7 @@ async def test_a_401_with_credentials_fetches_the_token_again(
         run.env |= credentials(run)
         district_id = next(iter(run.sim.districts))
         old = run.sim.districts[district_id].token
-        await start(run)
+        await start(run, log_level="DEBUG")  # arq's cron job lines tell discovery's runs
         # Each worker's start-up token discovery must be over, or it (rather than a 401)
         # may be what picks up the rotated token: arq runs it right after the cron queue
         # starts (once per second across workers: the job id is the cron time).

@@ -371,16 +371,17 @@ class Scenario:
         return hook
 
     # -- workers -------------------------------------------------------------------------------
-    def start_worker(self) -> RelayProcess:
+    def start_worker(self, log_level: str = "INFO") -> RelayProcess:
+        """``log_level`` DEBUG shows arq's line per cron job (quiet at INFO)."""
         self._worker_count += 1
         log = self.logs / f"worker-{self._worker_count}.log"
-        worker = RelayProcess(["worker"], self.worker_env(), log)
+        worker = RelayProcess(["--log-level", log_level, "worker"], self.worker_env(), log)
         self.workers.append(worker)
         return worker
 
-    def start_workers(self, n: int) -> None:
+    def start_workers(self, n: int, log_level: str = "INFO") -> None:
         for _ in range(n):
-            self.start_worker()
+            self.start_worker(log_level)
 
     def running(self) -> list[RelayProcess]:
         return [w for w in self.workers if w.proc.poll() is None]

@@ -6,12 +6,12 @@ import asyncio
 
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from relay.api import schemas
 from relay.api.context import services
-from relay.api.spec import DOCS_HTML, Operation, build_openapi, operation
+from relay.api.spec import Operation, build_openapi, operation
 
 
 @operation(Operation("Liveness", "ops", {200: schemas.Health}, auth=False))
@@ -80,14 +80,9 @@ async def openapi(request: Request) -> Response:
     return JSONResponse(spec)
 
 
-async def docs(_request: Request) -> Response:
-    return HTMLResponse(DOCS_HTML)
-
-
 routes = [
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),
     Route("/openapi.json", openapi, methods=["GET"], include_in_schema=False),
-    Route("/docs", docs, methods=["GET"], include_in_schema=False),
 ]

@@ -73,7 +73,8 @@ class RecoverRequest(schemas.RequestBody):
         {202: RetryAccepted},
         errors=(404, 409),
         description="A new attempt, queued at once and counted apart from the retry "
-        "schedule: if it fails, the delivery goes back to where the schedule had it.",
+        "schedule: if it fails, the delivery goes back to where the schedule had it. A "
+        "relay.test delivery is not retried (409): send another test.",
     )
 )
 async def retry_delivery(request: Request) -> Response:

@@ -23,7 +23,7 @@ from relay.api.pagination import parse_limit
 from relay.api.spec import CURSOR, LIMIT, Operation, Query, operation
 from relay.db import chains, utcnow
 from relay.db.models import WAITING, Delivery, DeliveryStatus, Subscription
-from relay.delivery.probe import send_test
+from relay.delivery.probe import record_test, send_test
 from relay.delivery.signing import active_secrets, generate_secret
 from relay.delivery.targets import check_target_url
 from relay.queue import Job, next_attempts
@@ -41,9 +41,11 @@ def _with_secret(sub: Subscription) -> dict[str, Any]:
     return subscription_fields(sub) | {"secret": sub.secret}
 
 
-async def _check_target(svc: Services, url: str) -> None:
+async def _check_target(svc: Services, url: str) -> list[str]:
+    """403 for a target the policy refuses, 422 for a malformed URL; otherwise the warnings
+    (a name that does not resolve)."""
     try:
-        await check_target_url(url, svc.target_policy)
+        return await check_target_url(url, svc.target_policy)
     except TargetNotAllowed as exc:  # well formed, but where this relay may not send
         raise ApiError(403, f"url: {exc}") from None
     except ValueError as exc:
@@ -68,12 +70,15 @@ async def load_visible(svc: Services, who: Principal, subscription_id: str) -> S
     Operation(
         "Create a subscription",
         "subscriptions",
-        {201: schemas.SubscriptionWithSecret},
+        {201: schemas.SubscriptionCreated},
         request=schemas.SubscriptionCreate,
         errors=(403, 409),
         description="The response carries the signing secret; it is never shown again "
-        "except by rotate-secret. An owner has at most RELAY_MAX_SUBSCRIPTIONS_PER_OWNER "
-        "subscriptions (default 1000): 409 quota_exceeded beyond.",
+        "except by rotate-secret. The URL's host is resolved now: one that does not resolve "
+        "is accepted (DNS can fail for a moment, internal names may resolve only where the "
+        "workers run) with a line in warnings; every delivery resolves and checks it again. "
+        "An owner has at most RELAY_MAX_SUBSCRIPTIONS_PER_OWNER subscriptions (default "
+        "1000): 409 quota_exceeded beyond.",
     )
 )
 async def create_subscription(request: Request) -> Response:
@@ -82,7 +87,7 @@ async def create_subscription(request: Request) -> Response:
     body = await read_json(request, schemas.SubscriptionCreate)
     if not who.is_admin and body.owner not in (None, who.owner):
         raise ApiError(403, "owner: a service token can only create its own subscriptions")
-    await _check_target(svc, body.url)
+    warnings = await _check_target(svc, body.url)
     sub = Subscription(
         owner=body.owner or who.owner,
         url=body.url,
@@ -102,7 +107,7 @@ async def create_subscription(request: Request) -> Response:
     async with svc.db.write() as session:
         await _check_quota(session, svc, sub.owner)
         session.add(sub)
-    return JSONResponse(_with_secret(sub), status_code=201)
+    return JSONResponse(_with_secret(sub) | {"warnings": warnings}, status_code=201)
 
 
 async def _check_quota(session: AsyncSession, svc: Services, owner: str) -> None:
@@ -165,12 +170,13 @@ async def get_subscription(request: Request) -> Response:
     Operation(
         "Change a subscription's URL, filters or enabled state",
         "subscriptions",
-        {200: schemas.Subscription},
+        {200: schemas.SubscriptionChanged},
         request=schemas.SubscriptionUpdate,
         errors=(404,),
         description="Setting enabled to true re-enables a subscription the relay disabled; "
         "deliveries parked while it was disabled are sent again within the reconcile interval. "
-        "Setting it to false returns once no attempt is in flight (as DELETE does).",
+        "A new URL is checked as at creation (warnings: a host that does not resolve). "
+        "Setting enabled to false returns once no attempt is in flight (as DELETE does).",
     )
 )
 async def update_subscription(request: Request) -> Response:
@@ -178,8 +184,9 @@ async def update_subscription(request: Request) -> Response:
     subscription_id = request.path_params["subscription_id"]
     await load_visible(svc, who, subscription_id)
     body = await read_json(request, schemas.SubscriptionUpdate)
+    warnings = [] if body.url is None else await _check_target(svc, body.url)
     sub = await apply_update(svc, who, subscription_id, body)
-    return JSONResponse(subscription_fields(sub))
+    return JSONResponse(subscription_fields(sub) | {"warnings": warnings})
 
 
 async def apply_update(
@@ -187,9 +194,8 @@ async def apply_update(
 ) -> Subscription:
     """The fields ``body`` sets, applied (also ``relay.api.actions.enable_subscription``):
     enabling clears the disabled reason and the failing streak; no longer ordered releases
-    what waited for its record's previous event."""
-    if body.url is not None:
-        await _check_target(svc, body.url)
+    what waited for its record's previous event. A new URL is the caller's to check first
+    (``_check_target``: 403/422, and its warnings)."""
     async with svc.db.write() as session:
         sub = visible_or_404(await session.get(Subscription, subscription_id), who, subscription_id)
         for name in body.model_fields_set:
@@ -302,9 +308,12 @@ async def rotate_secret(request: Request) -> Response:
         "subscriptions",
         {200: schemas.TestAttempt},
         errors=(404,),
-        description="Signed like every delivery (webhook-id is the test event's id); the "
-        "attempt is returned, not stored. Works on a disabled subscription too. At most one "
-        "a second per owner (bursts of 10), else 429 with Retry-After.",
+        description="Signed like every delivery (webhook-id is the test event's id). The "
+        "attempt is returned and recorded: the relay.test event is in the event log and its "
+        "delivery (delivery_id, already succeeded or failed, one attempt with trigger 'test') "
+        "in the delivery log; it is never retried or recovered (send another test). Works on "
+        "a disabled subscription too. At most one a second per owner (bursts of 10), else "
+        "429 with Retry-After.",
     )
 )
 async def test_subscription(request: Request) -> Response:
@@ -318,9 +327,11 @@ async def test_subscription(request: Request) -> Response:
         )
     now = utcnow()
     secrets = active_secrets(sub.secret, sub.previous_secret, sub.previous_secret_expires_at, now)
-    event_id, outcome = await send_test(svc.sender, sub.url, secrets, sub.id, now)
+    event_id, body, outcome = await send_test(svc.sender, sub.url, secrets, sub.id, now)
+    delivery_id = await record_test(svc.db, sub, event_id, body, outcome)
     attempt = schemas.TestAttempt(
         webhook_id=event_id,
+        delivery_id=delivery_id,
         attempted_at=now,
         succeeded=outcome.succeeded,
         status_code=outcome.status_code,

@@ -23,7 +23,11 @@ from relay.db.models import ADMIN_OWNER, ServiceOwner
         request=schemas.TokenCreate,
         errors=(403,),
         description="The token sees and manages only subscriptions whose owner is its own. "
-        "Minting again gives another valid token; revoking ends all of them.",
+        "Minting again for the same owner gives a new, different token; the earlier ones stay "
+        "valid (tokens are signed, not stored, so the relay cannot show them again). To end "
+        "them, DELETE /v1/tokens/{owner}: that revokes every token of the owner at once; a "
+        "later POST for the owner re-activates it with a fresh token, and the revoked ones "
+        "stay invalid.",
     )
 )
 async def create_token(request: Request) -> Response:
@@ -44,7 +48,17 @@ async def create_token(request: Request) -> Response:
     return JSONResponse({"owner": row.owner, "token": token}, status_code=201)
 
 
-@operation(Operation("Revoke every token of an owner", "tokens", {204: None}, errors=(403, 404)))
+@operation(
+    Operation(
+        "Revoke every token of an owner",
+        "tokens",
+        {204: None},
+        errors=(403, 404),
+        description="Every token minted for the owner so far stops working at once (the "
+        "next request with one gets 401). The owner's subscriptions are kept and still "
+        "deliver; the admin token still manages them, and a new token can be minted.",
+    )
+)
 async def revoke_tokens(request: Request) -> Response:
     principal(request).require_admin()
     owner = request.path_params["owner"]

@@ -10,12 +10,21 @@ import uvicorn
 from relay.clever.simulator.app import create_app
 from relay.clever.simulator.state import DAY, Simulator, SimulatorConfig
 
+#: events per second per district by default: enough to watch them flow, as under relay run
+DEFAULT_RATE = 1.0
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8765, help="port (default 8765)")
     parser.add_argument("--districts", type=int, default=2, help="number of districts")
-    parser.add_argument("--rate", type=float, default=0.0, help="events/s per district")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=DEFAULT_RATE,
+        help="new events per second per district (default %(default)s; 0: only --backlog "
+        "and --script)",
+    )
     parser.add_argument("--backlog", type=int, default=0, help="events per district at start")
     parser.add_argument(
         "--retention", type=float, default=30 * DAY, help="seconds events are kept (30 days)"
@@ -47,16 +56,33 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
     )
 
 
+def banner(sim: Simulator, base: str) -> str:
+    """What to run against it: the simulator's own credentials (it is Clever, for testing;
+    nothing here is a secret of the relay's)."""
+    config = sim.config
+    lines = [
+        f"Clever simulator on {base}  (API {base}/v3.1/events, control {base}/_sim/state)",
+        f"  {config.events_per_second:g} new events/s per district"
+        + ("" if config.events_per_second else " (none: pass --rate to make some)"),
+        f"  OAuth: {base}/oauth/tokens  client_id={config.client_id} "
+        f"client_secret={config.client_secret}",
+    ]
+    for district in sim.districts.values():
+        lines.append(
+            f"  district {district.id}  token {district.token}  ({len(district.store)} events)"
+        )
+    lines += [
+        "Point relay workers (and relay serve) at it; they register its districts by token "
+        "discovery:",
+        f"  export RELAY_CLEVER_API_URL={base} RELAY_CLEVER_OAUTH_URL={base}",
+        f"  export CLEVER_CLIENT_ID={config.client_id} CLEVER_CLIENT_SECRET={config.client_secret}",
+    ]
+    return "\n".join(lines)
+
+
 def main(args: argparse.Namespace) -> int:
     sim = Simulator(config_from_args(args))
-    base = f"http://{args.host}:{args.port}"
-    print(f"Clever simulator on {base}  (API {base}/v3.1/events, control {base}/_sim/state)")
-    print(
-        f"OAuth: {base}/oauth/tokens  client_id={sim.config.client_id} "
-        f"client_secret={sim.config.client_secret}"
-    )
-    for district in sim.districts.values():
-        print(f"district {district.id}  token {district.token}  ({len(district.store)} events)")
+    print(banner(sim, f"http://{args.host}:{args.port}"), flush=True)
     uvicorn.run(create_app(sim), host=args.host, port=args.port, log_level="warning")
     return 0
 
