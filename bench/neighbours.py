@@ -42,8 +42,11 @@ from bench.stack import (
 
 
 def subscribe(api: httpx.Client, owner: str, url: str, count: int) -> None:
+    """``count`` subscriptions, slowing down when the API's per-token rate says so (429)."""
     for k in range(count):
-        response = api.post("/v1/subscriptions", json={"url": f"{url}/{k}", "owner": owner})
+        body = {"url": f"{url}/{k}", "owner": owner}
+        while (response := api.post("/v1/subscriptions", json=body)).status_code == 429:
+            time.sleep(float(response.headers.get("retry-after", 1)))
         response.raise_for_status()
 
 
