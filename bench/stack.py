@@ -1,6 +1,7 @@
-"""The processes an end-to-end benchmark runs: a throwaway database, the Clever simulator, a
-counting webhook receiver and ``relay worker`` subprocesses. Shared by ``throughput.py``,
-``latency.py`` and ``backlog.py``; not a test helper (the tests have ``tests/support``).
+"""The processes an end-to-end benchmark runs: a throwaway database, the Clever simulator,
+counting webhook receivers, ``relay serve`` and ``relay worker`` subprocesses. Shared by
+``throughput.py``, ``latency.py``, ``backlog.py``, ``neighbours.py`` and ``churn.py``; not a
+test helper (the tests have ``tests/support``).
 
 Every process is a subprocess so each gets its own core (this machine has two) and its RSS
 can be sampled on its own; everything started here is stopped by ``Stack.close()``, and the
@@ -36,17 +37,23 @@ from relay.delivery.signing import generate_secret  # noqa: E402
 PG_ADMIN_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/15"
 RELAY = [sys.executable, "-m", "relay.cli"]
+ADMIN_TOKEN = "bench-admin-token"
 #: the workers' RELAY_ENCRYPTION_KEY; this process writes subscriptions and districts too
 ENCRYPTION_KEY = "mjmt_aJkhmTu6Q_kAvQEMmpD5nlbmFztTBwki7YOyHc="
 crypto.use(crypto.Keyring.parse(ENCRYPTION_KEY))
 
 # A raw ASGI receiver: 204 for every POST, counting them and keeping the first arrival of
-# each (path, webhook-id): wall clock, comparable with the simulator's appearance times.
-# GET /_stats gives the counters, GET /_arrivals the arrival times, POST /_reset clears them.
+# each (path, webhook-id) and every arrival per path: wall clock, comparable with the
+# simulator's appearance times and with the time a bench's DELETE returned. A POST to a path
+# under the hang prefix (argv 3, if any) gets no answer until the client gives up.
+# GET /_stats gives the counters, GET /_arrivals and /_paths the arrival times, POST /_reset
+# clears them.
 RECEIVER = r"""
 import json, sys, time, uvicorn
 
-state = {"count": 0, "first": None, "last": None, "arrivals": {}, "keep": sys.argv[2] == "1"}
+state = {"count": 0, "first": None, "last": None, "arrivals": {}, "paths": {},
+         "keep": sys.argv[2] == "1"}
+HANG = sys.argv[3] if len(sys.argv) > 3 else ""
 
 async def app(scope, receive, send):
     if scope["type"] != "http":
@@ -62,15 +69,20 @@ async def app(scope, receive, send):
         state["first"] = state["first"] or now
         state["last"] = now
         if state["keep"]:
+            state["paths"].setdefault(path, []).append(now)
             for name, value in scope["headers"]:
                 if name == b"webhook-id":
                     state["arrivals"].setdefault(path + " " + value.decode(), now)
+        if HANG and path.startswith(HANG):
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            return
     elif path == "/_reset":
-        state.update(count=0, first=None, last=None, arrivals={})
+        state.update(count=0, first=None, last=None, arrivals={}, paths={})
     elif path == "/_stats":
         body, status = json.dumps({k: state[k] for k in ("count", "first", "last")}).encode(), 200
-    elif path == "/_arrivals":
-        body, status = json.dumps(state["arrivals"]).encode(), 200
+    elif path in ("/_arrivals", "/_paths"):
+        body, status = json.dumps(state[path[2:]]).encode(), 200
     headers = [(b"content-type", b"application/json")] if body else []
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
@@ -143,7 +155,7 @@ class Stack:
         return env | {
             "RELAY_DATABASE_URL": self.database_url,
             "RELAY_REDIS_URL": self.redis_url,
-            "RELAY_ADMIN_TOKEN": "bench-admin-token",
+            "RELAY_ADMIN_TOKEN": ADMIN_TOKEN,
             "RELAY_SECRET_KEY": "bench-secret-key",
             "RELAY_ENCRYPTION_KEY": ENCRYPTION_KEY,
             "RELAY_DATA_DIR": str(self.workdir / "data"),
@@ -206,11 +218,24 @@ class Stack:
             cwd=self.code,
         )
 
-    def start_receiver(self, keep_arrivals: bool = False) -> str:
+    def start_receiver(
+        self, keep_arrivals: bool = False, name: str = "receiver", hang: str = ""
+    ) -> str:
+        """A receiver (``hang``: paths under it never answer); returns its URL."""
         port = free_port()
-        self.start("receiver", [sys.executable, "-c", RECEIVER, str(port), str(int(keep_arrivals))])
-        wait_for_port(port, self.procs["receiver"])
+        args = [sys.executable, "-c", RECEIVER, str(port), str(int(keep_arrivals)), hang]
+        self.start(name, args)
+        wait_for_port(port, self.procs[name])
         return f"http://127.0.0.1:{port}"
+
+    def start_api(self) -> httpx.Client:
+        """``relay serve`` (after the simulator: it checks district tokens there); returns a
+        client of it with the admin token."""
+        port = free_port()
+        self.start("api", [*RELAY, "serve", "--port", str(port)])
+        wait_for_port(port, self.procs["api"], timeout=60)
+        headers = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+        return httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=60)
 
     def start_simulator(self, backlog: int, rate: float = 0.0) -> tuple[str, str, str]:
         """The simulator with one district; returns (url, district id, token)."""
