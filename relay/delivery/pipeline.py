@@ -191,7 +191,7 @@ class AttemptPipeline:
         if verdict is Pass.CLOSED:
             raise SubscriptionClosed
         if verdict is Pass.BUSY:  # its max_in_flight is reached across the workers
-            raise SubscriptionBusy(defer=random.uniform(0.2, 0.8))
+            raise SubscriptionBusy(defer=random.uniform(0.05, 0.25))
         if verdict is Pass.THROTTLED:  # this second's max_per_second is spent
             raise SubscriptionBusy(defer=random.uniform(0.05, 1.0))
         try:
