@@ -17,7 +17,7 @@ from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
 from relay._exceptions import ConfigError
 
 #: ``relay_delivery_attempts_total{result}``: what an attempt's outcome was.
-RESULTS = ("succeeded", "http_error", "timeout", "connection_error", "refused", "circuit_open")
+RESULTS = ("succeeded", "http_error", "timeout", "connection_error", "refused")
 
 DELIVERY_ATTEMPTS = Counter(
     "relay_delivery_attempts", "Webhook attempts recorded by this process", ["result"]

@@ -40,6 +40,7 @@ ADMIN_TOKEN = _Secret(
 SECRET_KEY = _Secret("secret_key", "RELAY_SECRET_KEY", lambda: secrets.token_urlsafe(48))
 ENCRYPTION_KEY = _Secret("encryption_key", "RELAY_ENCRYPTION_KEY", generate_key)
 ALL = (ADMIN_TOKEN, SECRET_KEY, ENCRYPTION_KEY)
+_TOLD: set[str] = set()  # where this process's secrets came from, as logged
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,10 @@ def resolve(
             "the same on every process ('relay keys new' prints a fresh set). Only "
             "'relay run' generates them, in its data dir."
         )
-    logger.info("secrets from %s", " and ".join(sorted(sources)))
+    told = " and ".join(sorted(sources))
+    if told not in _TOLD:  # once per process (relay run's API and worker share one)
+        _TOLD.add(told)
+        logger.info("secrets from %s", told)
     return values, generated
 
 

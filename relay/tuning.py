@@ -71,11 +71,13 @@ class DeliveryTuning:
     #: attempts in flight per owner in one worker: one team's hanging endpoints hold at most
     #: this many of the worker's jobs, the rest stepping aside, so other teams keep theirs
     owner_in_flight: int = 250
-    #: a subscription's circuit opens after this many timeouts in a row in one worker ...
+    #: a subscription's circuit opens after this many timeouts in a row in one worker, spread
+    #: over at least two delivery timeouts (timeouts together are one stall) ...
     circuit_after: int = 3
-    #: ... and its attempts are recorded as not sent for this long, then one probe goes
-    #: (relay.delivery.circuit)
-    circuit_cooldown: float = 30.0
+    #: ... and its jobs step aside for this long, then one probe goes; each probe that times
+    #: out doubles it, up to circuit_longest (relay.delivery.circuit)
+    circuit_cooldown: float = 10.0
+    circuit_longest: float = 300.0
     #: jobs in progress per worker on the first-attempts queue. Most of a job's life is spent
     #: waiting for a shared query or transaction, so more jobs make bigger batches rather
     #: than more load: 100 → 600 measured +50 % deliveries/s (bench/throughput.py)

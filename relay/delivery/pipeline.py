@@ -74,7 +74,12 @@ class AttemptPipeline:
         self.gates = gates
         self.slots = Slots(tuning.slot_wait)  # per subscription: its max_in_flight
         self.owners = Slots(0)  # per owner: tuning.owner_in_flight, no waiting
-        self.circuits = Circuits(after=tuning.circuit_after, cooldown=tuning.circuit_cooldown)
+        self.circuits = Circuits(
+            after=tuning.circuit_after,
+            span=2 * sender.timeout,
+            cooldown=tuning.circuit_cooldown,
+            longest=tuning.circuit_longest,
+        )
         self.streaks = FailureStreaks(remind_every=tuning.failing_reminder_every)
         self._recorder: Coalescer[Sent, DeliveryStatus | None] = Coalescer(
             self._record_batch, max_batch=tuning.record_batch
@@ -138,9 +143,9 @@ class AttemptPipeline:
     async def _send(
         self, attempt: Attempt, subscription: Subscription, body: bytes
     ) -> AttemptOutcome:
-        refusal = self.circuits.refusal(subscription.id)
-        if refusal is not None:
-            return refusal  # recorded as a failed attempt: the retry schedule goes on
+        wait = self.circuits.wait(subscription.id)
+        if wait is not None:  # its endpoint keeps timing out: back in the queue, unspent
+            raise SubscriptionBusy(defer=wait)
         async with self._turn(attempt, subscription):
             secrets = active_secrets(
                 subscription.secret,

@@ -75,8 +75,6 @@ class AttemptOutcome:
             return "timeout"
         if error.startswith(("target not allowed", "invalid url")):
             return "refused"
-        if error.startswith("not sent: circuit open"):
-            return "circuit_open"
         return "connection_error" if self.status_code is None else "http_error"
 
 

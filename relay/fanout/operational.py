@@ -142,6 +142,8 @@ def subscription_disabled(subscription: Subscription) -> Notice:
         "changed": list(s.changed),
         "enabled": s.enabled,
         "ordered": s.ordered,
+        "max_in_flight": s.max_in_flight,
+        "max_per_second": s.max_per_second,
         "disabled_reason": s.disabled_reason,
         "created_at": api_time(s.created_at),
         "updated_at": api_time(s.updated_at),

@@ -325,27 +325,28 @@ async def test_one_owners_hanging_endpoints_leave_the_worker_to_others(
 async def test_an_endpoint_that_keeps_timing_out_has_its_circuit_opened(
     db: Database, settings: Settings, redis_url: str
 ) -> None:
-    """Noisy neighbour (#15): after ``circuit_after`` timeouts in a row, attempts are recorded
-    as not sent (the retry schedule goes on) for the cooldown, then one probe is sent; an
-    answer closes the circuit."""
+    """Noisy neighbour (#15): after ``circuit_after`` timeouts in a row the subscription's jobs
+    step aside for the cooldown, spending no attempt; then one probe is sent, and an answer
+    closes the circuit."""
     hanging = {"on": True}
     receiver = Receiver(responder=lambda n: (204, {}, 3.0 if hanging["on"] else 0.0))
     with serve(receiver.app()) as srv:
         sub = await add_subscription(db, srv.url + "/hook")
-        deliveries = await add_deliveries(db, [sub], 5)
-        async with worker_context(
-            worker_settings(settings, srv.url, delivery_timeout=0.3), redis_url
-        ) as app:
-            app.pipeline.circuits.after, app.pipeline.circuits.cooldown = 2, 0.5
-            results = [await run_job(app, d, 1) for d in deliveries[:3]]
-            sent_before_probe = len(receiver.received)
+        deliveries = await add_deliveries(db, [sub], 4)
+        settings_ = worker_settings(settings, srv.url, delivery_timeout=0.3)
+        async with worker_context(settings_, redis_url) as app:
+            circuits = app.pipeline.circuits
+            circuits.after, circuits.span, circuits.cooldown = 2, 0.1, 0.5
+            timed_out = [await run_job(app, d, 1) for d in deliveries[:2]]
+            with pytest.raises(SubscriptionBusy) as stepped_aside:
+                await run_job(app, deliveries[2], 1)
+            assert 0 < stepped_aside.value.defer <= 0.55
+            assert len(receiver.received) == 2  # the third was not sent
             await asyncio.sleep(0.6)
             hanging["on"] = False
-            probe = await run_job(app, deliveries[3], 1)
-            after = await run_job(app, deliveries[4], 1)
-    assert results == ["retrying", "retrying", "retrying"]
-    assert sent_before_probe == 2  # the third was not sent
+            probe = await run_job(app, deliveries[2], 1)
+            after = await run_job(app, deliveries[3], 1)
+    assert timed_out == ["retrying", "retrying"]
     assert (probe, after) == ("succeeded", "succeeded")
-    errors = [(await delivery(db, d))[1][0].error for d in deliveries[:3]]
-    assert errors[:2] == ["timeout: no response within 0.3s"] * 2
-    assert errors[2].startswith("not sent: circuit open after 2 timeouts in a row")
+    row, attempts = await delivery(db, deliveries[2])
+    assert (row.attempts, len(attempts)) == (1, 1)  # stepping aside spent no attempt

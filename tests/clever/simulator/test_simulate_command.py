@@ -14,7 +14,7 @@ from sqlmodel import func, select
 from relay.db import Database
 from relay.db.models import District, Event
 from relay.settings import Settings
-from tests.support.config import ADMIN_TOKEN
+from tests.support.config import ADMIN_TOKEN, ENCRYPTION_KEY
 from tests.support.processes import relay_process
 from tests.support.servers import free_port
 
@@ -48,6 +48,7 @@ async def test_default_simulator_feeds_a_worker_set_up_as_it_says(
             "RELAY_REDIS_URL": redis_url,
             "RELAY_ADMIN_TOKEN": ADMIN_TOKEN,
             "RELAY_SECRET_KEY": "test-secret-key",
+            "RELAY_ENCRYPTION_KEY": ENCRYPTION_KEY,
             "RELAY_DATA_DIR": str(tmp_path / "data"),
             "RELAY_POLL_INTERVAL": "0.5",
         }
