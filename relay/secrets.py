@@ -13,6 +13,7 @@ serve``) read those files. Which source was used is logged once, never the value
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import secrets
@@ -53,8 +54,10 @@ class RuntimeSecrets:
     def __repr__(self) -> str:
         return "RuntimeSecrets(admin_token=***, secret_key=***, encryption_key=***)"
 
-    @property
+    @functools.cached_property
     def keyring(self) -> Keyring:
+        """One per process: relay run's start-up re-encryption and its API share it (and
+        its decrypt cache)."""
         return Keyring.parse(self.encryption_key)
 
 

@@ -6,6 +6,7 @@ routes, so a route cannot exist without a description of its request and respons
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -171,14 +172,17 @@ _NO_NUL = "^[^\\x00]*$"
 
 
 def _no_nul(schema: dict[str, Any]) -> dict[str, Any]:
-    if schema.get("type") == "string" and not {"pattern", "enum", "format"} & schema.keys():
-        return schema | {"pattern": _NO_NUL}
-    return schema
+    """A copy of a parameter's ``schema`` with ``_no_nul_inside`` applied (the Query objects
+    are shared between routes, so theirs stay as they are)."""
+    copied = copy.deepcopy(schema)
+    _no_nul_inside(copied)
+    return copied
 
 
 def _no_nul_inside(schema: Any) -> None:
-    """Every free-text string of a request body, NUL-free in the schema as in the API (a NUL
-    anywhere in a body is a 422 naming the field, ``relay.api.context``)."""
+    """Every free-text string of ``schema`` (a request body's, a path or query parameter's),
+    NUL-free as the API has it: a NUL in a body is a 422 naming the field
+    (``relay.api.context``), in the URL a 400 (``RejectNulMiddleware``)."""
     if isinstance(schema, list):
         for item in schema:
             _no_nul_inside(item)
