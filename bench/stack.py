@@ -126,6 +126,7 @@ class Stack:
     _pg_name: str | None = None
     env: dict[str, str] = field(default_factory=dict)
     code: Path = ROOT  # the relay source tree the subprocesses run (another one: "before")
+    pg_prefix: str = "relay_bench"  # the throwaway PostgreSQL database is <prefix>_<random>
 
     def __enter__(self) -> Stack:
         # a SIGTERM (from ``timeout``, say) still runs __exit__, which stops the subprocesses
@@ -141,7 +142,7 @@ class Stack:
         if self.backend == "sqlite":
             self.database_url = f"sqlite+aiosqlite:///{self.workdir / 'relay.db'}"
         else:
-            self._pg_name = f"relay_bench_{secrets.token_hex(4)}"
+            self._pg_name = f"{self.pg_prefix}_{secrets.token_hex(4)}"
             _run(_pg_admin(f'CREATE DATABASE "{self._pg_name}"'))
             self.database_url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + self._pg_name
         self.env = self._base_env()
@@ -207,7 +208,14 @@ class Stack:
 
     # -- processes --------------------------------------------------------------------------
 
-    def start(self, name: str, args: list[str], env: dict[str, str] | None = None) -> None:
+    def start(
+        self,
+        name: str,
+        args: list[str],
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
+        """``cwd`` (default ``code``) is the source tree ``python -m relay.cli`` runs."""
         log = (self.workdir / f"{name}.log").open("ab")
         self.procs[name] = subprocess.Popen(
             args,
@@ -215,7 +223,7 @@ class Stack:
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            cwd=self.code,
+            cwd=cwd or self.code,
         )
 
     def start_receiver(

@@ -47,6 +47,11 @@ class PollingTuning:
     scan_every: float = 0.5
     #: due districts one scan reads at most
     scan_batch: int = 200
+    #: seconds between renewals of all the leases a worker holds (one transaction for all of
+    #: them, with the quiet polls' ``last_polled_at``: at most this much behind); at most a
+    #: third of ``RELAY_POLL_LEASE``. An operator's pause or new token reaches the poller at
+    #: the next renewal
+    renew_every: float = 5.0
     #: failed polls in a row before a district shows ``status: error``
     error_after_failures: int = 5
     #: 401s in a row, whose token Clever still lists, before a district is ``unauthorized``

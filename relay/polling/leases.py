@@ -2,22 +2,31 @@
 
 A lease is a row-level compare-and-set on ``districts.lease_owner``/``lease_until``: taking
 one succeeds only if it is free or expired, so a worker killed with SIGKILL holds its
-districts for at most one lease period. The ingest transaction re-checks the lease (and the
-cursor) before storing, so a worker that stalled past its lease cannot store a stale page.
+districts for at most one lease period. A worker renews all the leases it holds together
+(``renew_held``, driven by ``relay.polling.keeper``). The ingest transaction re-checks the
+lease (and the cursor) before storing, so a worker that stalled past its lease cannot store a
+stale page.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_
+from sqlalchemy import bindparam, or_
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col, select, update
 
 from relay.db import Database, utcnow
 from relay.db.districts import update_leased
 from relay.db.models import District, DistrictStatus
+from relay.db.tables import table_of
+from relay.db.types import UTCDateTime
 
 POLLABLE = (DistrictStatus.ACTIVE, DistrictStatus.GAP_DETECTED, DistrictStatus.ERROR)
+#: districts per renewal statement (bind parameters stay well under any driver's limit)
+RENEW_CHUNK = 500
 
 
 async def due_districts(db: Database, limit: int) -> list[str]:
@@ -56,10 +65,81 @@ async def acquire(db: Database, district_id: str, owner: str, seconds: float) ->
         return bool(result.rowcount == 1)
 
 
-async def renew(db: Database, district_id: str, owner: str, seconds: float) -> bool:
+@dataclass(frozen=True)
+class Renewal:
+    #: the ``updated_at`` of each district whose lease was extended
+    renewed: dict[str, datetime]
+    #: still the owner's, but locked by a transaction storing a page right now (which
+    #: extends the lease itself): left alone rather than waited for
+    busy: set[str]
+
+
+async def renew_held(
+    db: Database,
+    owner: str,
+    district_ids: Sequence[str],
+    seconds: float,
+    polled: Mapping[str, datetime],
+) -> Renewal:
+    """Extend ``owner``'s leases on ``district_ids`` and record the quiet polls ``polled``
+    (their time as ``last_polled_at`` and ``caught_up_at``: a quiet poll found the district
+    caught up), in one transaction: a statement per 500 districts and one executemany, not a
+    write per district per poll (``relay.polling.keeper``).
+
+    A district missing from both ``renewed`` and ``busy`` is no longer this owner's to poll
+    (another worker's lease, paused, unauthorized, deleted). Rows another transaction holds
+    locked are skipped (PostgreSQL; SQLite has one writer at a time anyway): waiting for
+    them, with a thousand rows locked meanwhile, once stalled every page store of the worker
+    behind the renewal.
+    """
+    table = table_of(District)
+    until = utcnow() + timedelta(seconds=seconds)
+    renewed: dict[str, datetime] = {}
     async with db.write() as session:
-        until = utcnow() + timedelta(seconds=seconds)
-        return await update_leased(session, district_id, owner, lease_until=until)
+        conn = await session.connection()
+        for start in range(0, len(district_ids), RENEW_CHUNK):
+            chunk = district_ids[start : start + RENEW_CHUNK]
+            ours = (
+                select(table.c.id)
+                .where(table.c.id.in_(chunk))
+                .where(table.c.lease_owner == owner)
+                .where(table.c.status.in_(POLLABLE))
+                .with_for_update(skip_locked=True)
+            )
+            rows = await conn.execute(
+                update(table)
+                .where(table.c.id.in_(ours))
+                .values(lease_until=until)
+                .returning(table.c.id, table.c.updated_at)
+            )
+            renewed.update((row[0], row[1]) for row in rows)
+        # only rows this transaction now holds: the executemany never waits for a lock
+        quiet = [{"b_id": i, "b_at": at} for i, at in polled.items() if i in renewed]
+        if quiet:
+            at = bindparam("b_at", type_=UTCDateTime)
+            await conn.execute(
+                update(table)
+                .where(table.c.id == bindparam("b_id"))
+                .values(last_polled_at=at, caught_up_at=at),
+                quiet,
+            )
+        busy = await _still_held(conn, owner, [i for i in district_ids if i not in renewed])
+    return Renewal(renewed, busy)
+
+
+async def _still_held(conn: AsyncConnection, owner: str, district_ids: list[str]) -> set[str]:
+    """Which of ``district_ids`` are still ``owner``'s to poll (read without a lock)."""
+    table = table_of(District)
+    held: set[str] = set()
+    for start in range(0, len(district_ids), RENEW_CHUNK):
+        rows = await conn.execute(
+            select(table.c.id)
+            .where(table.c.id.in_(district_ids[start : start + RENEW_CHUNK]))
+            .where(table.c.lease_owner == owner)
+            .where(table.c.status.in_(POLLABLE))
+        )
+        held.update(rows.scalars())
+    return held
 
 
 async def release(

@@ -15,7 +15,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError
@@ -45,6 +45,7 @@ from relay.fanout import operational
 from relay.loops import pause
 from relay.polling import leases
 from relay.polling.gap import detect_gap
+from relay.polling.keeper import Lease
 from relay.polling.store import PageResult, store_page
 from relay.queue import Job, RedisQueue
 from relay.settings import Settings
@@ -108,11 +109,26 @@ class IngestSummary:
         self.since = time.monotonic()
 
 
+def quiet(district: District) -> bool:
+    """An empty page would change nothing of this district but its poll times: it is caught
+    up, has no failures to reset, and no error to clear or recover from (``store_page``'s
+    ``_change_status`` on an empty page leaves it as it is)."""
+    if not district.caught_up or district.consecutive_failures:
+        return False
+    if district.status == DistrictStatus.GAP_DETECTED:
+        return True  # keeps its explanation until acknowledged
+    return district.status == DistrictStatus.ACTIVE and district.last_error is None
+
+
 class DistrictPoller:
-    def __init__(self, app: PollingContext, district_id: str, stop: asyncio.Event) -> None:
+    def __init__(
+        self, app: PollingContext, district_id: str, stop: asyncio.Event, lease: Lease
+    ) -> None:
         self.app = app
         self.district_id = district_id
         self.stop = stop
+        self.lease = lease  # renewed by the worker's LeaseKeeper
+        self.district: District | None = None  # as this poller last read or wrote it
         self.failures = 0
         self.unauthorized = 0  # 401s in a row whose token Clever still lists
         self.token_in_use: str | None = None  # the token of the last request
@@ -143,10 +159,8 @@ class DistrictPoller:
                     return
                 if await pause(wait, self.stop):
                     break
-                if not await leases.renew(
-                    self.app.db, self.district_id, self.app.worker_id, self.lease_seconds
-                ):
-                    return
+                if self.lease.lost is not None:
+                    raise LeaseLost(f"district {self.district_id}: {self.lease.lost}")
             await leases.release(self.app.db, self.district_id, self.app.worker_id)
             self.ingested.flush(self.log_extra)
         except LeaseLost as exc:
@@ -156,7 +170,9 @@ class DistrictPoller:
             logger.exception("poller crashed; the lease will expire", extra=self.log_extra)
 
     async def cycle(self) -> float | None:
-        """Page until caught up. Returns seconds until the next poll, None to stop."""
+        """Page until caught up. Returns seconds until the next poll, None to stop. Polls of
+        a caught-up district start ``RELAY_POLL_INTERVAL`` apart, however long one took."""
+        started = time.monotonic()
         try:
             await self.catch_up()
         except PacedOut as paced:
@@ -191,16 +207,31 @@ class DistrictPoller:
         self.failures = 0
         self.unauthorized = 0
         self.page_size = None
-        return self.app.settings.poll_interval
+        return max(0.0, started + self.app.settings.poll_interval - time.monotonic())
 
     async def load(self) -> District:
+        """The district as this poller last read or wrote it; read again only when the
+        keeper saw someone else change it (or after a write whose result it did not keep)."""
+        if not self.lease.usable(self.lease_seconds / 2):
+            reason = self.lease.lost or "the lease was not renewed in time"
+            raise LeaseLost(f"district {self.district_id}: {reason}")
+        if self.district is not None and not self.lease.changed:
+            return self.district
+        self.lease.changed = False
         async with self.app.db.read() as session:
             district = await session.get(District, self.district_id)
         if district is None or district.lease_owner != self.app.worker_id:
             raise LeaseLost(f"district {self.district_id}: lease or district gone")
         if district.status not in leases.POLLABLE:
             raise LeaseLost(f"district {self.district_id}: status is {district.status}")
+        self.keep(district)
         return district
+
+    def keep(self, district: District | None) -> None:
+        """Work from ``district`` from now on (None: read it again before the next poll)."""
+        self.district = district
+        if district is not None:
+            self.lease.seen_updated_at = district.updated_at
 
     async def catch_up(self) -> None:
         district = await self.load()
@@ -213,8 +244,13 @@ class DistrictPoller:
             page = await self.fetch(district, limit)
             now = utcnow()
             gap = detect_gap(district, page, now, self.app.settings.clever_retention)
+            if not page.events and gap is None and quiet(district):
+                self.note_quiet_poll(district, now)
+                self.ingested.burst_ended(self.log_extra)
+                return
             caught_up = len(page.events) < limit
             result = await self.store(district, page, caught_up, gap)
+            self.keep(result.district)
             counters.EVENTS_INGESTED.inc(result.stored)
             if gap:
                 logger.warning("gap detected", extra=self.log_extra | {"detail": gap})
@@ -236,13 +272,21 @@ class DistrictPoller:
                 return
             district = await self.load()
 
+    def note_quiet_poll(self, district: District, now: datetime) -> None:
+        """An empty page that changes nothing but the poll's time: kept in memory (the gap
+        rule reads ``caught_up_at``) and written by the keeper's next renewal, not now."""
+        district.last_polled_at = district.caught_up_at = now
+        self.lease.polled_at = now
+
     async def store(
         self, district: District, page: EventsPage, caught_up: bool, gap: str | None
     ) -> PageResult:
         """Store the page; a page the database refuses (a value it cannot hold) is an error
         of the district's, naming the events, rather than a crash that would retry unseen."""
+        self.keep(None)  # whatever happens, what we hold may be out of date after this
+        started = time.monotonic()
         try:
-            return await store_page(
+            result = await store_page(
                 self.app.db,
                 district_id=self.district_id,
                 lease_owner=self.app.worker_id,
@@ -252,6 +296,9 @@ class DistrictPoller:
                 lease_seconds=self.lease_seconds,
                 gap=gap,
             )
+            # the page's transaction extended the lease too
+            self.lease.expires = max(self.lease.expires, started + self.lease_seconds)
+            return result
         except DBAPIError as exc:
             if not refused(exc):
                 raise  # the database is away, not refusing: the poller restarts
@@ -299,6 +346,7 @@ class DistrictPoller:
                 caught_up_at=utcnow(),
                 updated_at=utcnow(),
             )
+        self.keep(None)
         logger.info(
             "cursor seeded at Clever's newest event", extra=self.log_extra | {"cursor": latest}
         )
@@ -330,6 +378,7 @@ class DistrictPoller:
                 session, token=fresh, token_source="discovered", updated_at=utcnow()
             ):
                 raise LeaseLost(f"district {self.district_id}: lease lost during token refresh")
+        self.keep(None)
         logger.info("district token refreshed after a 401", extra=self.log_extra)
         return True
 
@@ -359,6 +408,7 @@ class DistrictPoller:
         if count_failure:
             values["consecutive_failures"] = District.consecutive_failures + 1
         jobs: list[Job] = []
+        self.keep(None)
         async with self.app.db.write() as session:
             await self._update(session, **values)
             if count_failure and self.failures >= self.app.tuning.error_after_failures:

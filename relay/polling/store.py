@@ -25,6 +25,7 @@ from relay.db.tables import insert_ignoring_duplicates, insert_pending, table_of
 from relay.delivery.signing import webhook_body
 from relay.fanout import operational
 from relay.fanout.subscribers import load_subscribers, subscribers_of
+from relay.polling.leases import POLLABLE
 from relay.queue import Job
 
 logger = logging.getLogger("relay.ingest")
@@ -38,6 +39,9 @@ _GAP_OVERRIDES = (DistrictStatus.ACTIVE, DistrictStatus.ERROR, DistrictStatus.GA
 class PageResult:
     stored: int
     due: list[Job]
+    #: the district row as this transaction left it (the poller works from it until the next
+    #: page or until someone else changes the row)
+    district: District
 
 
 async def store_page(
@@ -53,8 +57,9 @@ async def store_page(
 ) -> PageResult:
     """Store ``events`` and advance the cursor past them, if we still own the poll.
 
-    Raises LeaseLost (and stores nothing) if another worker holds the lease or the cursor is
-    no longer ``expected_cursor``: the page we fetched may already be stored, or stale.
+    Raises LeaseLost (and stores nothing) if another worker holds the lease, the cursor is
+    no longer ``expected_cursor`` (the page we fetched may already be stored, or stale) or the
+    district is no longer to be polled (paused, say, since the poller last read it).
     """
     async with db.write() as session:
         district = await locked_district(session, district_id)
@@ -62,6 +67,8 @@ async def store_page(
             raise LeaseLost(f"district {district_id}: poll lease is held by another worker")
         if district.cursor != expected_cursor:
             raise LeaseLost(f"district {district_id}: cursor moved while the page was fetched")
+        if district.status not in POLLABLE:
+            raise LeaseLost(f"district {district_id}: status is {district.status}")
         # taken with the write lock held, so the deliveries' due time is within this
         # transaction's span (the reconciler's window relies on it: ReconcileTuning.margin)
         now = utcnow()
@@ -84,7 +91,7 @@ async def store_page(
         session.add(district)
         if notice is not None:
             due += await operational.raise_notices(await session.connection(), [notice], now)
-    return PageResult(stored=len(inserted), due=due)
+    return PageResult(stored=len(inserted), due=due, district=district)
 
 
 def _change_status(district: District, gap: str | None, now: datetime) -> operational.Notice | None:

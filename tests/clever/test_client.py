@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
+import aiohttp
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -235,12 +235,12 @@ async def test_latest_event_id(fake: FakeClever, base_url: str) -> None:
     assert fake.seen[0].query == {"ending_before": "last", "limit": "1"}
 
 
-async def test_shared_http_client_is_not_closed(fake: FakeClever, base_url: str) -> None:
-    async with httpx.AsyncClient() as http:
-        async with CleverClient(base_url, http=http) as clever:
+async def test_shared_session_is_not_closed(fake: FakeClever, base_url: str) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with CleverClient(base_url, session=http) as clever:
             await clever.get_event(TOKEN, "64206e4431f12f05cc49076f")
-        assert not http.is_closed
-        await CleverClient(base_url, http=http).get_event(TOKEN, "64206e4431f12f05cc49076f")
+        assert not http.closed
+        await CleverClient(base_url, session=http).get_event(TOKEN, "64206e4431f12f05cc49076f")
 
 
 # --- error mapping --------------------------------------------------------------------------

@@ -32,8 +32,8 @@ async def test_acquire_renew_release_and_a_second_owner(db: Database) -> None:
     assert held.lease_until is not None
     assert held.lease_until > utcnow() + timedelta(seconds=25)
 
-    assert await leases.renew(db, "d1", "A", 60)
-    assert not await leases.renew(db, "d1", "B", 60)
+    assert "d1" in (await leases.renew_held(db, "A", ["d1"], 60, {})).renewed
+    assert await leases.renew_held(db, "B", ["d1"], 60, {}) == leases.Renewal({}, set())
     renewed = await _get(db, "d1")
     assert renewed.lease_until is not None
     assert renewed.lease_until > held.lease_until
@@ -55,7 +55,8 @@ async def test_an_expired_lease_goes_to_another_owner_and_the_old_one_cannot_ren
     await asyncio.sleep(0.3)
     assert "d1" in await leases.due_districts(db, 200), "an expired lease is due again"
     assert await leases.acquire(db, "d1", "B", 30)
-    assert not await leases.renew(db, "d1", "A", 30), "A lost it: renewing must fail"
+    lost = await leases.renew_held(db, "A", ["d1"], 30, {})
+    assert lost == leases.Renewal({}, set()), "A lost it: renewing must fail"
     await leases.release(db, "d1", "A")
     assert (await _get(db, "d1")).lease_owner == "B"
 
@@ -120,3 +121,48 @@ async def test_two_owners_racing_on_separate_connections_never_both_win(
     finally:
         await a.dispose()
         await b.dispose()
+
+
+async def test_renew_held_extends_every_lease_and_writes_only_the_quiet_polls(
+    db: Database,
+) -> None:
+    """One renewal for all of a worker's leases: each is extended, the quiet polls given get
+    their time (last_polled_at, caught_up_at), the others keep theirs, and what is no longer
+    the owner's to poll (another's lease, paused, deleted) is left out of the answer."""
+    ids = [f"d{i}" for i in range(1203)]  # more than one statement's chunk
+    for district_id in ids:
+        await _add(db, district_id)
+    for district_id in ids:
+        assert await leases.acquire(db, district_id, "A", 5)
+    await _add(db, "theirs")
+    assert await leases.acquire(db, "theirs", "B", 30)
+    async with db.write() as session:
+        paused = await session.get(District, "d7")
+        assert paused is not None
+        paused.status = DistrictStatus.PAUSED
+        session.add(paused)
+    before = await _get(db, "d1")
+    polled_at = utcnow() - timedelta(seconds=1)
+
+    renewal = await leases.renew_held(
+        db, "A", [*ids, "theirs", "gone"], 60, {"d1": polled_at, "d7": polled_at}
+    )
+
+    current = renewal.renewed
+    assert set(current) == set(ids) - {"d7"}
+    assert renewal.busy == set()
+    assert current["d1"] == before.updated_at
+    renewed = await _get(db, "d1")
+    assert renewed.lease_until is not None
+    assert renewed.lease_until > utcnow() + timedelta(seconds=50)
+    assert (renewed.last_polled_at, renewed.caught_up_at) == (polled_at, polled_at)
+    assert renewed.updated_at == before.updated_at, "a renewal is not an update of the district"
+    other = await _get(db, "d2")
+    assert (other.last_polled_at, other.caught_up_at) == (None, None)
+    assert other.lease_until is not None
+    assert other.lease_until > utcnow() + timedelta(seconds=50)
+    assert (await _get(db, "d7")).last_polled_at is None, "paused: not written"
+    theirs = await _get(db, "theirs")
+    assert theirs.lease_owner == "B"
+    assert theirs.lease_until is not None
+    assert theirs.lease_until < utcnow() + timedelta(seconds=31)

@@ -124,13 +124,18 @@ async def test_a_gap_is_recorded_and_error_clears_on_success(db: Database) -> No
 
 
 @pytest.mark.parametrize("status", [DistrictStatus.PAUSED, DistrictStatus.UNAUTHORIZED])
-async def test_a_gap_does_not_override_an_operator_or_auth_status(
+async def test_a_page_is_not_stored_once_the_district_is_not_to_be_polled(
     db: Database, status: DistrictStatus
 ) -> None:
+    """Paused by an operator (or unauthorized) since the poller last read it: the poller
+    learns of it at its keeper's next renewal, but no page is stored meanwhile, and neither
+    the status nor its explanation is touched (a gap does not override them)."""
     await setup(db, status=status, last_error="kept")
-    await store(db, events(0, 2), gap="possible gap: x")
+    with pytest.raises(LeaseLost, match=f"status is {status}"):
+        await store(db, events(0, 2), gap="possible gap: x")
     district = await get(db)
-    assert (district.status, district.last_error) == (status, "kept")
+    assert (district.status, district.last_error, district.cursor) == (status, "kept", None)
+    assert await count(db, Event) == 0
 
 
 def _page_of(*items: dict[str, object]) -> bytes:

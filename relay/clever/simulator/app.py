@@ -140,7 +140,7 @@ def list_events(request: Request, district: District) -> Response:
         return _message(400, f"invalid record_type: {unknown[0]!r}", {})
     school = q.get("school") or None
 
-    sim.prune()
+    sim.prune(district)
     page = district.store.page(
         limit, starting_after, ending_before, frozenset(record_types), school
     )
@@ -159,7 +159,7 @@ def list_events(request: Request, district: District) -> Response:
 
 
 def get_event(request: Request, district: District) -> Response:
-    _sim(request).prune()
+    _sim(request).prune(district)
     event_id = request.path_params["event_id"]
     event = district.store.by_id.get(event_id)
     if event is None:

@@ -250,11 +250,13 @@ class Simulator:
                 added += len(self.add_events(did, [spec]))
         return added
 
-    def prune(self) -> None:
-        """Silent expiry: drop events older than ``retention_seconds``."""
+    def prune(self, district: District | None = None) -> None:
+        """Silent expiry: drop events older than ``retention_seconds`` (of ``district`` only:
+        a request sees one district's events, and pruning all of them on every request made
+        each request cost as much as the number of districts)."""
         cutoff = time.time() - self.config.retention_seconds
-        for district in self.districts.values():
-            district.store.expire_before_ts(cutoff)
+        for each in self.districts.values() if district is None else (district,):
+            each.store.expire_before_ts(cutoff)
 
     def expire(
         self,
