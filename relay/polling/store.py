@@ -19,7 +19,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from relay._exceptions import LeaseLost
 from relay.clever.events import CleverEvent
 from relay.db import Database, chains, utcnow
-from relay.db.districts import locked_district
+from relay.db.districts import locked_district, write_page_fields
 from relay.db.models import District, DistrictStatus, Event
 from relay.db.tables import insert_ignoring_duplicates, insert_pending, table_of
 from relay.delivery.signing import webhook_body
@@ -88,7 +88,7 @@ async def store_page(
         district.consecutive_failures = 0
         district.updated_at = now
         notice = _change_status(district, gap, now)
-        session.add(district)
+        await write_page_fields(session, district)
         if notice is not None:
             due += await operational.raise_notices(await session.connection(), [notice], now)
     return PageResult(stored=len(inserted), due=due, district=district)
