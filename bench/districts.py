@@ -72,8 +72,10 @@ def start_districts(stack: Stack, count: int) -> tuple[str, list[tuple[str, str]
 def seed_districts(
     stack: Stack, districts: list[tuple[str, str]], receiver_url: str, subscriptions: int = 1
 ) -> None:
-    """Register the districts (from their earliest event) and ``subscriptions`` subscriptions
-    to everything, each at a path of its own under ``receiver_url``."""
+    """Register the districts (from their earliest event) and ``subscriptions`` subscriptions,
+    each at a path of its own under ``receiver_url``: one subscription gets everything; with
+    more, district i goes to subscription i mod K alone (its ``districts`` filter), so that
+    each event has one delivery and no subscription's in-flight bound holds many back."""
 
     async def go() -> None:
         db = Database(stack.database_url)
@@ -81,7 +83,12 @@ def seed_districts(
             async with db.write() as session:
                 for k in range(subscriptions):
                     url = f"{receiver_url}/{k}"
-                    session.add(Subscription(owner="bench", url=url, secret=generate_secret()))
+                    mine = [d for d, _ in districts[k::subscriptions]] if subscriptions > 1 else []
+                    session.add(
+                        Subscription(
+                            owner="bench", url=url, secret=generate_secret(), districts=mine
+                        )
+                    )
                 for district_id, token in districts:
                     session.add(District(id=district_id, token=token, start_from="earliest"))
         finally:
@@ -200,8 +207,11 @@ def main() -> None:
     parser.add_argument("--poll-interval", type=float, default=2.0, help="RELAY_POLL_INTERVAL")
     parser.add_argument("--window", type=float, default=60, help="seconds of idle polls counted")
     parser.add_argument("--warmup", type=float, default=10, help="after every district polled")
-    parser.add_argument("--spread", type=float, default=4, help="seconds the new events span")
+    parser.add_argument("--spread", type=float, default=20, help="seconds the new events span")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--subscriptions", type=int, default=1, help="K > 1: each district's events to one"
+    )
     parser.add_argument("--redis", default=DEFAULT_REDIS, help="flushed before the run")
     parser.add_argument("--code", type=Path, default=ROOT, help="relay tree to run (A/B)")
     parser.add_argument("--pg-prefix", default="relay_bench", help="throwaway database name")
@@ -223,7 +233,7 @@ def main() -> None:
             stack.flush_redis()
             receiver = stack.start_receiver(keep_arrivals=True)
             sim_url, districts = start_districts(stack, n)
-            seed_districts(stack, districts, receiver + "/hook")
+            seed_districts(stack, districts, receiver + "/hook", args.subscriptions)
         with section(f"{args.workers} worker(s) at RELAY_POLL_INTERVAL={interval:g}"):
             stack.start_workers(args.workers, extra_env)
             polled = wait_all_polled(stack, sim_url, n, timeout=180)
@@ -256,7 +266,10 @@ def main() -> None:
             ids = [d for d, _ in districts]
             if args.profile and args.profile_phase == "events":
                 spy = profile(workers[0].pid, args.spread + 3 * interval, args.profile)
+            busy = CpuMeter(workers)
+            busy.start()
             created = inject(sim_url, ids, args.spread)
+            cpu["worker (events)"] = busy.stop() / args.spread * args.window
             arrivals = wait_arrivals(stack, receiver, n, timeout=120)
             if spy is not None:
                 spy.wait(60)
@@ -294,7 +307,10 @@ def report(
     total = sum(per_district)
     low, median = min(per_district), statistics.median(per_district)
     print()
-    print(f"database            {args.db}, {n} districts, {args.workers} worker(s)")
+    print(
+        f"database            {args.db}, {n} districts, {args.workers} worker(s), "
+        f"{args.subscriptions} subscription(s)"
+    )
     print(f"poll interval       {interval:g}s; idle window {window:g}s = {expected:g} polls each")
     print(f"polls               {total} ({total / window:.0f}/s of {n / interval:.0f}/s)")
     print(
@@ -302,6 +318,7 @@ def report(
         f"{percentile(per_district, 10):g}, median {median:g} ({median / expected:.0%}); "
         f"never polled {per_district.count(0)}   (target: min >= 90 %)"
     )
+    events_cpu = cpu.pop("worker (events)")
     for name, seconds in cpu.items():
         per_poll = seconds / total * 1000 if total else float("nan")
         print(
@@ -318,6 +335,7 @@ def report(
     latencies += [inf] * (n - len(latencies))  # never arrived
     to_store = [(stored[i] - at) * 1000 if i in stored else inf for i, at in appeared.items()]
     print(f"new events          {len(arrivals)} of {n} delivered")
+    print(f"  worker CPU        {events_cpu / window:.0%} of a core while they appeared")
     print(
         f"  stored after      p50 {percentile(to_store, 50):.0f} ms, p99 "
         f"{percentile(to_store, 99):.0f} ms (appearance to the ingest transaction)"
