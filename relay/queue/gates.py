@@ -1,6 +1,7 @@
 """Per-subscription gates in Redis, shared by every worker: the attempts in flight to one
-subscription (``max_in_flight``), the attempts started per second (``max_per_second``), and
-whether it may be sent to at all (closed by ``DELETE`` or a disable through the API).
+subscription (``max_in_flight``), the attempts started per second (``max_per_second``),
+whether it may be sent to at all (closed by ``DELETE`` or a disable through the API), and
+its circuit (left alone while its endpoint keeps timing out).
 
 An attempt passes its gate right before its request goes out and leaves it once the receiver
 answered. A holder is a member of the subscription's sorted set, scored by when its hold
@@ -16,8 +17,17 @@ subscription is gone, and the next job that loads it finds that. The closed flag
 lapses after two job lifetimes: by then every job that could have loaded the subscription
 before it was deleted or disabled has ended.
 
-Gate requests of concurrent jobs share one script call, and releases one pipeline
-(``Coalescer``): a busy worker makes one round trip for many attempts.
+The circuit (``Breaker``) is judged on what every worker heard, since a worker sees only its
+share of a subscription's attempts: an answer in any worker closes it, and it opens after
+``after`` timeouts with no answer between them, spread over ``span`` seconds (timeouts
+together are one stall). Open, the subscription's attempts are turned away for ``cooldown``
+seconds (their jobs step aside in Redis: no attempt is spent, the deliveries stay due in the
+database); then a few probes go out, and only a probe that times out opens it again, for
+twice as long (up to ``longest``): attempts that were already out when it opened cannot
+lengthen it, and one endpoint that answers some attempts is never left alone for long.
+
+Gate requests of concurrent jobs share one script call, and so do releases (``Coalescer``):
+a busy worker makes one round trip for many attempts.
 """
 
 from __future__ import annotations
@@ -35,32 +45,64 @@ from relay.coalesce import Coalescer
 _HOLDERS = "relay:gate:holders:"
 _CLOSED = "relay:gate:closed:"
 _RATE = "relay:gate:rate:"
+_CIRCUIT = "relay:gate:circuit:"
 
 
 class Pass(IntEnum):
     GRANTED = 1
     BUSY = 0  # max_in_flight attempts are in flight, in some worker
     THROTTLED = 2  # max_per_second attempts started in this second
+    OPEN = 3  # its circuit is open: its endpoint keeps timing out
     CLOSED = -1  # deleted or disabled: send nothing
 
 
-# ARGV: per request 5 values: subscription id, holder token, limit, lease ms, rate (0: none).
-# Returns one Pass per request.
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    kind: Pass
+    wait: float = 0.0  # OPEN: seconds until attempts may go again
+
+
+@dataclass(frozen=True, slots=True)
+class Breaker:
+    """When a subscription's circuit opens, and for how long (seconds)."""
+
+    after: int = 3
+    span: float = 30.0  # two delivery timeouts
+    cooldown: float = 10.0
+    longest: float = 300.0
+    probes: int = 3  # attempts let through once a cooldown ended
+
+    @property
+    def probe_wait(self) -> float:
+        """How long the attempts beyond the probes stay away: until the probes are answered
+        or time out (half the span is one delivery timeout)."""
+        return self.span / 2 + 0.5
+
+
+# ARGV: lease ms, probes, probe wait ms; then per request 4 values: subscription id, holder
+# token, limit, rate (0: none). Returns a verdict and a wait (ms) per request.
 _ENTER = f"""
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local lease, probes, probe_wait = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local out = {{}}
-for i = 1, #ARGV, 5 do
+for i = 4, #ARGV, 4 do
   local sub, token = ARGV[i], ARGV[i + 1]
-  local limit, lease, rate = tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4])
-  local holders = '{_HOLDERS}' .. sub
-  local verdict = 1
+  local limit, rate = tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
+  local holders, circuit = '{_HOLDERS}' .. sub, '{_CIRCUIT}' .. sub
+  local verdict, wait = 1, 0
+  local state = redis.call('HMGET', circuit, 'until', 'probes')
+  local open_until, probing = tonumber(state[1]), tonumber(state[2]) or 0
   if redis.call('EXISTS', '{_CLOSED}' .. sub) == 1 then
     verdict = -1
+  elseif open_until and now < open_until then
+    verdict, wait = 3, open_until - now
   else
     redis.call('ZREMRANGEBYSCORE', holders, '-inf', now)
     if redis.call('ZCARD', holders) >= limit then
       verdict = 0
+    elseif open_until and probing >= probes then
+      verdict, wait = 3, probe_wait
     elseif rate > 0 then
       local window = '{_RATE}' .. sub .. ':' .. t[1]
       local started = redis.call('INCR', window)
@@ -71,10 +113,56 @@ for i = 1, #ARGV, 5 do
   if verdict == 1 then
     redis.call('ZADD', holders, now + lease, token)
     redis.call('PEXPIRE', holders, lease)
+    if open_until then  -- a probe: attempts begun before the first one cannot reopen it
+      if probing == 0 then redis.call('HSET', circuit, 'opened', now) end
+      redis.call('HINCRBY', circuit, 'probes', 1)
+    end
   end
   out[#out + 1] = verdict
+  out[#out + 1] = wait
 end
 return out
+"""
+
+# ARGV: lease, after, span, cooldown, longest (ms but after); then per request 3 values:
+# subscription id, holder token, heard (1: an answer, 0: a timeout, -1: neither)
+_LEAVE = f"""
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local lease, after, span = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local cooldown, longest = tonumber(ARGV[4]), tonumber(ARGV[5])
+for i = 6, #ARGV, 3 do
+  local sub, token, heard = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  local holders, circuit = '{_HOLDERS}' .. sub, '{_CIRCUIT}' .. sub
+  local held = redis.call('ZSCORE', holders, token)
+  redis.call('ZREM', holders, token)
+  if heard == 1 then
+    redis.call('DEL', circuit)
+  elseif heard == 0 then
+    local began = held and (tonumber(held) - lease) or 0
+    local s = redis.call('HMGET', circuit, 'until', 'opened', 'length', 'since')
+    if s[1] then
+      if began >= tonumber(s[2]) then  -- a probe timed out: open again, for longer
+        local length = math.min(tonumber(s[3]) * 2, longest)
+        redis.call('HSET', circuit, 'until', now + length, 'length', length,
+                   'opened', now, 'probes', 0)
+      end
+    else
+      local timeouts = redis.call('HINCRBY', circuit, 'timeouts', 1)
+      local since = tonumber(s[4])
+      if not since then
+        since = now
+        redis.call('HSET', circuit, 'since', now)
+      end
+      if timeouts >= after and now - since >= span then
+        redis.call('HSET', circuit, 'until', now + cooldown, 'length', cooldown,
+                   'opened', now, 'probes', 0)
+      end
+    end
+    redis.call('PEXPIRE', circuit, 2 * longest + span)
+  end
+end
+return 0
 """
 
 # KEYS[1]: a subscription's holders; how many hold it now (lapsed holds dropped)
@@ -94,22 +182,36 @@ class Request:
     max_per_second: int | None
 
 
+#: a hold let go: the request, and whether its receiver answered (None: nothing was sent,
+#: or it failed before the receiver could answer or time out)
+Exit = tuple[Request, bool | None]
+
+
+def _ms(seconds: float) -> int:
+    return int(seconds * 1000)
+
+
 class Gates:
     """One per process; ``lease``: how long a hold lasts if its holder never lets go."""
 
-    def __init__(self, redis: ArqRedis, *, lease: float, max_batch: int = 200) -> None:
+    def __init__(
+        self, redis: ArqRedis, *, lease: float, breaker: Breaker | None = None, max_batch: int = 200
+    ) -> None:
         self.redis = redis
-        self.lease_ms = int(lease * 1000)
+        self.lease_ms = _ms(lease)
+        self.breaker = breaker or Breaker()
         self._enter_script = redis.register_script(_ENTER)
+        self._leave_script = redis.register_script(_LEAVE)
         self._held_script = redis.register_script(_HELD)
-        self._entries: Coalescer[Request, Pass] = Coalescer(self._enter, max_batch=max_batch)
-        self._exits: Coalescer[Request, None] = Coalescer(self._leave, max_batch=max_batch)
+        self._entries: Coalescer[Request, Verdict] = Coalescer(self._enter, max_batch=max_batch)
+        self._exits: Coalescer[Exit, None] = Coalescer(self._leave, max_batch=max_batch)
 
-    async def enter(self, request: Request) -> Pass:
+    async def enter(self, request: Request) -> Verdict:
         return await self._entries.submit(request)
 
-    async def leave(self, request: Request) -> None:
-        await self._exits.submit(request)
+    async def leave(self, request: Request, heard: bool | None = None) -> None:
+        """Let go of the hold; ``heard`` is what the circuit learns from the attempt."""
+        await self._exits.submit((request, heard))
 
     async def close(self, subscription_id: str) -> None:
         """Turn away every attempt from now on. Only jobs that loaded the subscription before
@@ -133,22 +235,25 @@ class Gates:
                 return False
             await asyncio.sleep(0.02)
 
-    async def _enter(self, requests: Sequence[Request]) -> list[Pass]:
-        args: list[str | int] = []
+    async def _enter(self, requests: Sequence[Request]) -> list[Verdict]:
+        b = self.breaker
+        args: list[str | int] = [self.lease_ms, b.probes, _ms(b.probe_wait)]
         for r in requests:
-            args += [
-                r.subscription_id,
-                r.token,
-                r.max_in_flight,
-                self.lease_ms,
-                r.max_per_second or 0,
-            ]
-        verdicts = await self._enter_script(args=args)
-        return [Pass(int(v)) for v in verdicts]
+            args += [r.subscription_id, r.token, r.max_in_flight, r.max_per_second or 0]
+        out = await self._enter_script(args=args)
+        pairs = zip(out[::2], out[1::2], strict=True)
+        return [Verdict(Pass(int(v)), int(w) / 1000) for v, w in pairs]
 
-    async def _leave(self, requests: Sequence[Request]) -> list[None]:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for r in requests:
-                pipe.zrem(_HOLDERS + r.subscription_id, r.token)
-            await pipe.execute()
-        return [None] * len(requests)
+    async def _leave(self, exits: Sequence[Exit]) -> list[None]:
+        b = self.breaker
+        args: list[str | int] = [
+            self.lease_ms,
+            b.after,
+            _ms(b.span),
+            _ms(b.cooldown),
+            _ms(b.longest),
+        ]
+        for r, heard in exits:
+            args += [r.subscription_id, r.token, -1 if heard is None else int(heard)]
+        await self._leave_script(args=args)
+        return [None] * len(exits)
