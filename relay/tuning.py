@@ -75,10 +75,12 @@ class DeliveryTuning:
     #: in any worker, spread over at least two delivery timeouts (timeouts together are one
     #: stall) ...
     circuit_after: int = 3
-    #: ... and its jobs step aside for this long; then this many probes go, and a probe that
-    #: times out doubles it, up to circuit_longest (relay.queue.gates)
+    #: ... and its jobs step aside for this long; then this many probes go (more measured
+    #: worse: 250 hanging endpoints' probes alone filled their owner's share of the worker,
+    #: bench/neighbours.py), and a probe that times out doubles it, up to circuit_longest
+    #: (relay.queue.gates)
     circuit_cooldown: float = 10.0
-    circuit_probes: int = 3
+    circuit_probes: int = 1
     circuit_longest: float = 300.0
     #: jobs in progress per worker on the first-attempts queue. Most of a job's life is spent
     #: waiting for a shared query or transaction, so more jobs make bigger batches rather

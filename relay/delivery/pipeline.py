@@ -136,6 +136,9 @@ class AttemptPipeline:
     async def _send(
         self, attempt: Attempt, subscription: Subscription, body: bytes
     ) -> AttemptOutcome:
+        wait = self.gates.open_for(subscription.id)
+        if wait is not None:  # its endpoint keeps timing out: back later, unspent
+            raise SubscriptionBusy(defer=wait * random.uniform(1.0, 1.1))
         async with self._turn(attempt, subscription) as heard:
             secrets = active_secrets(
                 subscription.secret,

@@ -22,9 +22,10 @@ share of a subscription's attempts: an answer in any worker closes it, and it op
 ``after`` timeouts with no answer between them, spread over ``span`` seconds (timeouts
 together are one stall). Open, the subscription's attempts are turned away for ``cooldown``
 seconds (their jobs step aside in Redis: no attempt is spent, the deliveries stay due in the
-database); then a few probes go out, and only a probe that times out opens it again, for
-twice as long (up to ``longest``): attempts that were already out when it opened cannot
-lengthen it, and one endpoint that answers some attempts is never left alone for long.
+database). When it ends, a probe goes out (``probes``) while the rest stay away as long again (a
+backlog of thousands of jobs must not come back every few seconds to be turned away); an
+answer closes it, and only a probe that times out opens it again, for twice as long (up to
+``longest``): attempts that were already out when it opened cannot lengthen it.
 
 Gate requests of concurrent jobs share one script call, and so do releases (``Coalescer``):
 a busy worker makes one round trip for many attempts.
@@ -70,39 +71,35 @@ class Breaker:
     span: float = 30.0  # two delivery timeouts
     cooldown: float = 10.0
     longest: float = 300.0
-    probes: int = 3  # attempts let through once a cooldown ended
-
-    @property
-    def probe_wait(self) -> float:
-        """How long the attempts beyond the probes stay away: until the probes are answered
-        or time out (half the span is one delivery timeout)."""
-        return self.span / 2 + 0.5
+    probes: int = 1  # attempts let through once a cooldown ended
 
 
-# ARGV: lease ms, probes, probe wait ms; then per request 4 values: subscription id, holder
-# token, limit, rate (0: none). Returns a verdict and a wait (ms) per request.
+# ARGV: lease ms, probes; then per request 4 values: subscription id, holder token, limit,
+# rate (0: none). Returns a verdict and a wait (ms) per request.
 _ENTER = f"""
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local lease, probes, probe_wait = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local lease, probes = tonumber(ARGV[1]), tonumber(ARGV[2])
 local out = {{}}
-for i = 4, #ARGV, 4 do
+for i = 3, #ARGV, 4 do
   local sub, token = ARGV[i], ARGV[i + 1]
   local limit, rate = tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
   local holders, circuit = '{_HOLDERS}' .. sub, '{_CIRCUIT}' .. sub
   local verdict, wait = 1, 0
-  local state = redis.call('HMGET', circuit, 'until', 'probes')
-  local open_until, probing = tonumber(state[1]), tonumber(state[2]) or 0
+  local state = redis.call('HMGET', circuit, 'until', 'length', 'probes')
+  local open_until, probing = tonumber(state[1]), tonumber(state[3])
+  if open_until and now >= open_until then  -- the cooldown ended: a round of probes, while
+    open_until, probing = now + tonumber(state[2]), probes  -- the rest stay away as long
+    redis.call('HSET', circuit, 'until', open_until, 'opened', now, 'probes', probing)
+  end
   if redis.call('EXISTS', '{_CLOSED}' .. sub) == 1 then
     verdict = -1
-  elseif open_until and now < open_until then
+  elseif open_until and probing <= 0 then
     verdict, wait = 3, open_until - now
   else
     redis.call('ZREMRANGEBYSCORE', holders, '-inf', now)
     if redis.call('ZCARD', holders) >= limit then
       verdict = 0
-    elseif open_until and probing >= probes then
-      verdict, wait = 3, probe_wait
     elseif rate > 0 then
       local window = '{_RATE}' .. sub .. ':' .. t[1]
       local started = redis.call('INCR', window)
@@ -113,10 +110,7 @@ for i = 4, #ARGV, 4 do
   if verdict == 1 then
     redis.call('ZADD', holders, now + lease, token)
     redis.call('PEXPIRE', holders, lease)
-    if open_until then  -- a probe: attempts begun before the first one cannot reopen it
-      if probing == 0 then redis.call('HSET', circuit, 'opened', now) end
-      redis.call('HINCRBY', circuit, 'probes', 1)
-    end
+    if open_until then redis.call('HINCRBY', circuit, 'probes', -1) end
   end
   out[#out + 1] = verdict
   out[#out + 1] = wait
@@ -125,12 +119,14 @@ return out
 """
 
 # ARGV: lease, after, span, cooldown, longest (ms but after); then per request 3 values:
-# subscription id, holder token, heard (1: an answer, 0: a timeout, -1: neither)
+# subscription id, holder token, heard (1: an answer, 0: a timeout, -1: neither). Returns per
+# request how long its circuit stays open (ms; 0: closed).
 _LEAVE = f"""
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local lease, after, span = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local cooldown, longest = tonumber(ARGV[4]), tonumber(ARGV[5])
+local out = {{}}
 for i = 6, #ARGV, 3 do
   local sub, token, heard = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   local holders, circuit = '{_HOLDERS}' .. sub, '{_CIRCUIT}' .. sub
@@ -142,10 +138,10 @@ for i = 6, #ARGV, 3 do
     local began = held and (tonumber(held) - lease) or 0
     local s = redis.call('HMGET', circuit, 'until', 'opened', 'length', 'since')
     if s[1] then
-      if began >= tonumber(s[2]) then  -- a probe timed out: open again, for longer
+      if began >= tonumber(s[2]) then  -- a probe timed out: open again, longer
         local length = math.min(tonumber(s[3]) * 2, longest)
-        redis.call('HSET', circuit, 'until', now + length, 'length', length,
-                   'opened', now, 'probes', 0)
+        redis.call('HSET', circuit, 'until', now + length, 'length', length, 'opened', now,
+                   'probes', 0)
       end
     else
       local timeouts = redis.call('HINCRBY', circuit, 'timeouts', 1)
@@ -155,14 +151,16 @@ for i = 6, #ARGV, 3 do
         redis.call('HSET', circuit, 'since', now)
       end
       if timeouts >= after and now - since >= span then
-        redis.call('HSET', circuit, 'until', now + cooldown, 'length', cooldown,
-                   'opened', now, 'probes', 0)
+        redis.call('HSET', circuit, 'until', now + cooldown, 'length', cooldown, 'opened', now,
+                   'probes', 0)
       end
     end
     redis.call('PEXPIRE', circuit, 2 * longest + span)
   end
+  local open_until = tonumber(redis.call('HGET', circuit, 'until') or 0)
+  out[#out + 1] = math.max(open_until - now, 0)
 end
-return 0
+return out
 """
 
 # KEYS[1]: a subscription's holders; how many hold it now (lapsed holds dropped)
@@ -186,6 +184,8 @@ class Request:
 #: or it failed before the receiver could answer or time out)
 Exit = tuple[Request, bool | None]
 
+_MAX_REMEMBERED = 10_000  # open circuits a process remembers; beyond, it forgets them all
+
 
 def _ms(seconds: float) -> int:
     return int(seconds * 1000)
@@ -204,14 +204,40 @@ class Gates:
         self._leave_script = redis.register_script(_LEAVE)
         self._held_script = redis.register_script(_HELD)
         self._entries: Coalescer[Request, Verdict] = Coalescer(self._enter, max_batch=max_batch)
-        self._exits: Coalescer[Exit, None] = Coalescer(self._leave, max_batch=max_batch)
+        self._exits: Coalescer[Exit, float] = Coalescer(self._leave, max_batch=max_batch)
+        self._open: dict[str, float] = {}  # subscription → monotonic end of its open circuit
 
     async def enter(self, request: Request) -> Verdict:
-        return await self._entries.submit(request)
+        verdict = await self._entries.submit(request)
+        if verdict.kind is Pass.OPEN:
+            self._remember(request.subscription_id, verdict.wait)
+        return verdict
 
     async def leave(self, request: Request, heard: bool | None = None) -> None:
         """Let go of the hold; ``heard`` is what the circuit learns from the attempt."""
-        await self._exits.submit((request, heard))
+        self._remember(request.subscription_id, await self._exits.submit((request, heard)))
+
+    def open_for(self, subscription_id: str) -> float | None:
+        """Seconds the subscription's circuit stays open, as this process last heard from
+        Redis (None: closed, or not heard of). Checked before anything else is taken for an
+        attempt: a job whose owner's share of the worker is all spent on hanging attempts
+        still learns to stay away for the circuit's length, not for a busy owner's second."""
+        until = self._open.get(subscription_id)
+        if until is None:
+            return None
+        left = until - time.monotonic()
+        if left <= 0:
+            del self._open[subscription_id]
+            return None
+        return left
+
+    def _remember(self, subscription_id: str, wait: float) -> None:
+        if wait <= 0:
+            self._open.pop(subscription_id, None)
+            return
+        if len(self._open) >= _MAX_REMEMBERED:
+            self._open.clear()
+        self._open[subscription_id] = time.monotonic() + wait
 
     async def close(self, subscription_id: str) -> None:
         """Turn away every attempt from now on. Only jobs that loaded the subscription before
@@ -236,15 +262,14 @@ class Gates:
             await asyncio.sleep(0.02)
 
     async def _enter(self, requests: Sequence[Request]) -> list[Verdict]:
-        b = self.breaker
-        args: list[str | int] = [self.lease_ms, b.probes, _ms(b.probe_wait)]
+        args: list[str | int] = [self.lease_ms, self.breaker.probes]
         for r in requests:
             args += [r.subscription_id, r.token, r.max_in_flight, r.max_per_second or 0]
         out = await self._enter_script(args=args)
         pairs = zip(out[::2], out[1::2], strict=True)
         return [Verdict(Pass(int(v)), int(w) / 1000) for v, w in pairs]
 
-    async def _leave(self, exits: Sequence[Exit]) -> list[None]:
+    async def _leave(self, exits: Sequence[Exit]) -> list[float]:
         b = self.breaker
         args: list[str | int] = [
             self.lease_ms,
@@ -255,5 +280,4 @@ class Gates:
         ]
         for r, heard in exits:
             args += [r.subscription_id, r.token, -1 if heard is None else int(heard)]
-        await self._leave_script(args=args)
-        return [None] * len(exits)
+        return [int(ms) / 1000 for ms in await self._leave_script(args=args)]

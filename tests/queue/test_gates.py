@@ -115,9 +115,13 @@ async def test_timeouts_in_any_worker_open_it_and_an_answer_in_another_closes_it
     for i, worker in enumerate((one, two, one)):  # three timeouts over the span, two workers
         assert await _attempt(worker, f"job{i}", TIMEOUT) is Pass.GRANTED
         await asyncio.sleep(0.11)
+    # the worker whose timeout opened it knows at once, before it asks the gate again
+    assert 4 < (one.open_for("sub_a") or 0) <= 5
+    assert two.open_for("sub_a") is None
     verdict = await two.enter(Request("sub_a", "job3", 100, None))
     assert verdict.kind is Pass.OPEN
     assert 4 < verdict.wait <= 5
+    assert 4 < (two.open_for("sub_a") or 0) <= 5
     assert await _attempt(two, "other", ANSWER, sub="sub_b") is Pass.GRANTED  # its own circuit
     # an attempt of the first worker that was out all along comes back answered: reachable
     assert await kind(one, Request("sub_a", "early", 100, None)) is Pass.OPEN
@@ -151,17 +155,18 @@ async def test_probes_go_when_the_cooldown_ends_and_only_a_probe_reopens_it_for_
     for i in range(2):
         await _attempt(gates, f"job{i}", TIMEOUT)
     assert await kind(gates, Request("sub_a", "job2", 100, None)) is Pass.OPEN
+    await gates.leave(stuck, TIMEOUT)  # began before it opened: no longer
     await asyncio.sleep(0.25)
     probes = [Request("sub_a", f"probe{i}", 100, None) for i in range(3)]
     assert [await kind(gates, p) for p in probes] == [Pass.GRANTED, Pass.GRANTED, Pass.OPEN]
-    await gates.leave(stuck, TIMEOUT)  # began before the probes: says nothing new
-    assert await kind(gates, Request("sub_a", "job3", 100, None)) is Pass.OPEN  # still probing
+    verdict = await gates.enter(Request("sub_a", "job3", 100, None))  # the rest stay away
+    assert (verdict.kind, 0.15 < verdict.wait <= 0.2) == (Pass.OPEN, True)
     await gates.leave(probes[0], TIMEOUT)  # a probe timed out: open for twice as long
     verdict = await gates.enter(Request("sub_a", "job4", 100, None))
-    assert (verdict.kind, 0.3 < verdict.wait <= 0.4) == (Pass.OPEN, True)
+    assert (verdict.kind, 0.35 < verdict.wait <= 0.4) == (Pass.OPEN, True)
     await gates.leave(probes[1], TIMEOUT)  # the other probe began before that: no longer
     verdict = await gates.enter(Request("sub_a", "job5", 100, None))
-    assert (verdict.kind, 0.3 < verdict.wait <= 0.4) == (Pass.OPEN, True)
+    assert (verdict.kind, 0.35 < verdict.wait <= 0.4) == (Pass.OPEN, True)
     await asyncio.sleep(0.45)
     assert await _attempt(gates, "probe3", ANSWER) is Pass.GRANTED  # answered: closed
     assert [await kind(gates, Request("sub_a", f"job{i}", 100, None)) for i in range(6, 9)] == [
