@@ -194,7 +194,9 @@ class AttemptPipeline:
         try:
             yield heard
         finally:
-            await self.gates.leave(request, heard[0] if heard else None)
+            # not awaited: the next attempt to this subscription, here, goes in the same
+            # round trip, right after (the slot it takes is let go in the same script)
+            self.gates.leave(request, heard[0] if heard else None)
 
     @staticmethod
     def _turned_away(verdict: Verdict) -> None:

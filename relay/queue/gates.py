@@ -74,16 +74,20 @@ class Breaker:
     probes: int = 1  # attempts let through once a cooldown ended
 
 
-# ARGV: lease ms, probes; then per request 4 values: subscription id, holder token, limit,
-# rate (0: none). Returns a verdict and a wait (ms) per request.
-_ENTER = f"""
+# One script for both ways through the gate, so that the holds let go and the passes asked
+# for at about the same time share one round trip, in the order they were asked (a release
+# before a pass: the pass may take the place just freed). ARGV: lease, probes, after, span,
+# cooldown, longest (ms but probes and after); then per call 5 values: 1 (enter) or 0
+# (leave), subscription id, holder token, and limit and rate (0: none) to enter, or heard
+# (1: an answer, 0: a timeout, -1: neither) and 0 to leave. Returns two values per call: the
+# verdict (enter; 0 for a leave) and the ms its circuit stays open (0: closed).
+_GATE = f"""
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local lease, probes = tonumber(ARGV[1]), tonumber(ARGV[2])
-local out = {{}}
-for i = 3, #ARGV, 4 do
-  local sub, token = ARGV[i], ARGV[i + 1]
-  local limit, rate = tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
+local lease, probes, after = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local span, cooldown, longest = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+
+local function enter(sub, token, limit, rate)
   local holders, circuit = '{_HOLDERS}' .. sub, '{_CIRCUIT}' .. sub
   local verdict, wait = 1, 0
   local state = redis.call('HMGET', circuit, 'until', 'length', 'probes')
@@ -112,23 +116,15 @@ for i = 3, #ARGV, 4 do
     redis.call('PEXPIRE', holders, lease)
     if open_until then redis.call('HINCRBY', circuit, 'probes', -1) end
   end
-  out[#out + 1] = verdict
-  out[#out + 1] = wait
+  return verdict, wait
 end
-return out
-"""
 
-# ARGV: lease, after, span, cooldown, longest (ms but after); then per request 3 values:
-# subscription id, holder token, heard (1: an answer, 0: a timeout, -1: neither). Returns per
-# request how long its circuit stays open (ms; 0: closed).
-_LEAVE = f"""
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local lease, after, span = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local cooldown, longest = tonumber(ARGV[4]), tonumber(ARGV[5])
-local out = {{}}
-for i = 6, #ARGV, 3 do
-  local sub, token, heard = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+local function open(circuit, length)
+  redis.call('HSET', circuit, 'until', now + length, 'length', length, 'opened', now,
+             'probes', 0)
+end
+
+local function leave(sub, token, heard)
   local holders, circuit = '{_HOLDERS}' .. sub, '{_CIRCUIT}' .. sub
   local held = redis.call('ZSCORE', holders, token)
   redis.call('ZREM', holders, token)
@@ -139,9 +135,7 @@ for i = 6, #ARGV, 3 do
     local s = redis.call('HMGET', circuit, 'until', 'opened', 'length', 'since')
     if s[1] then
       if began >= tonumber(s[2]) then  -- a probe timed out: open again, longer
-        local length = math.min(tonumber(s[3]) * 2, longest)
-        redis.call('HSET', circuit, 'until', now + length, 'length', length, 'opened', now,
-                   'probes', 0)
+        open(circuit, math.min(tonumber(s[3]) * 2, longest))
       end
     else
       local timeouts = redis.call('HINCRBY', circuit, 'timeouts', 1)
@@ -150,15 +144,25 @@ for i = 6, #ARGV, 3 do
         since = now
         redis.call('HSET', circuit, 'since', now)
       end
-      if timeouts >= after and now - since >= span then
-        redis.call('HSET', circuit, 'until', now + cooldown, 'length', cooldown, 'opened', now,
-                   'probes', 0)
-      end
+      if timeouts >= after and now - since >= span then open(circuit, cooldown) end
     end
     redis.call('PEXPIRE', circuit, 2 * longest + span)
   end
   local open_until = tonumber(redis.call('HGET', circuit, 'until') or 0)
-  out[#out + 1] = math.max(open_until - now, 0)
+  return math.max(open_until - now, 0)
+end
+
+local out = {{}}
+for i = 7, #ARGV, 5 do
+  local sub, token = ARGV[i + 1], ARGV[i + 2]
+  local verdict, wait = 0, 0
+  if ARGV[i] == '1' then
+    verdict, wait = enter(sub, token, tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4]))
+  else
+    wait = leave(sub, token, tonumber(ARGV[i + 3]))
+  end
+  out[#out + 1] = verdict
+  out[#out + 1] = wait
 end
 return out
 """
@@ -180,9 +184,10 @@ class Request:
     max_per_second: int | None
 
 
-#: a hold let go: the request, and whether its receiver answered (None: nothing was sent,
-#: or it failed before the receiver could answer or time out)
-Exit = tuple[Request, bool | None]
+#: a call at the gate: a request to enter (heard: None) or to leave (heard: whether its
+#: receiver answered, False for a timeout, None for neither: nothing was sent, or it failed
+#: before the receiver could answer or time out)
+Call = tuple[Request, bool, bool | None]
 
 _MAX_REMEMBERED = 10_000  # open circuits a process remembers; beyond, it forgets them all
 
@@ -195,27 +200,34 @@ class Gates:
     """One per process; ``lease``: how long a hold lasts if its holder never lets go."""
 
     def __init__(
-        self, redis: ArqRedis, *, lease: float, breaker: Breaker | None = None, max_batch: int = 200
+        self, redis: ArqRedis, *, lease: float, breaker: Breaker | None = None, max_batch: int = 400
     ) -> None:
         self.redis = redis
         self.lease_ms = _ms(lease)
         self.breaker = breaker or Breaker()
-        self._enter_script = redis.register_script(_ENTER)
-        self._leave_script = redis.register_script(_LEAVE)
+        self._gate_script = redis.register_script(_GATE)
         self._held_script = redis.register_script(_HELD)
-        self._entries: Coalescer[Request, Verdict] = Coalescer(self._enter, max_batch=max_batch)
-        self._exits: Coalescer[Exit, float] = Coalescer(self._leave, max_batch=max_batch)
+        self._calls: Coalescer[Call, Verdict] = Coalescer(self._call, max_batch=max_batch)
         self._open: dict[str, float] = {}  # subscription → monotonic end of its open circuit
 
     async def enter(self, request: Request) -> Verdict:
-        verdict = await self._entries.submit(request)
+        verdict = await self._calls.submit((request, True, None))
         if verdict.kind is Pass.OPEN:
             self._remember(request.subscription_id, verdict.wait)
         return verdict
 
-    async def leave(self, request: Request, heard: bool | None = None) -> None:
-        """Let go of the hold; ``heard`` is what the circuit learns from the attempt."""
-        self._remember(request.subscription_id, await self._exits.submit((request, heard)))
+    def leave(self, request: Request, heard: bool | None = None) -> asyncio.Future[Verdict]:
+        """Let go of the hold; ``heard`` is what the circuit learns from the attempt. Sent
+        with the next round trip, which it need not wait for (the returned future is done
+        once Redis has it): a pass asked for meanwhile goes in the same call, after it."""
+        done = self._calls.put((request, False, heard))
+        done.add_done_callback(lambda f: self._left(request.subscription_id, f))
+        return done
+
+    def _left(self, subscription_id: str, done: asyncio.Future[Verdict]) -> None:
+        if not done.cancelled() and done.exception() is None:
+            self._remember(subscription_id, done.result().wait)
+        # a release that failed (Redis away) lapses with its hold's lease
 
     def open_for(self, subscription_id: str) -> float | None:
         """Seconds the subscription's circuit stays open, as this process last heard from
@@ -261,23 +273,21 @@ class Gates:
                 return False
             await asyncio.sleep(0.02)
 
-    async def _enter(self, requests: Sequence[Request]) -> list[Verdict]:
-        args: list[str | int] = [self.lease_ms, self.breaker.probes]
-        for r in requests:
-            args += [r.subscription_id, r.token, r.max_in_flight, r.max_per_second or 0]
-        out = await self._enter_script(args=args)
-        pairs = zip(out[::2], out[1::2], strict=True)
-        return [Verdict(Pass(int(v)), int(w) / 1000) for v, w in pairs]
-
-    async def _leave(self, exits: Sequence[Exit]) -> list[float]:
+    async def _call(self, calls: Sequence[Call]) -> list[Verdict]:
         b = self.breaker
         args: list[str | int] = [
             self.lease_ms,
+            b.probes,
             b.after,
             _ms(b.span),
             _ms(b.cooldown),
             _ms(b.longest),
         ]
-        for r, heard in exits:
-            args += [r.subscription_id, r.token, -1 if heard is None else int(heard)]
-        return [int(ms) / 1000 for ms in await self._leave_script(args=args)]
+        for r, entering, heard in calls:
+            if entering:
+                args += [1, r.subscription_id, r.token, r.max_in_flight, r.max_per_second or 0]
+            else:
+                args += [0, r.subscription_id, r.token, -1 if heard is None else int(heard), 0]
+        out = await self._gate_script(args=args)
+        pairs = zip(out[::2], out[1::2], strict=True)
+        return [Verdict(Pass(int(v)), int(w) / 1000) for v, w in pairs]

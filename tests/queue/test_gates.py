@@ -41,7 +41,7 @@ async def test_max_in_flight_is_shared_by_the_workers(redis: ArqRedis) -> None:
 async def test_max_per_second_counts_starts_in_redis_time(redis: ArqRedis) -> None:
     gates = Gates(redis, lease=30)
     verdicts = [
-        v.kind for v in await gates._enter(_asks(12, rate=5))
+        v.kind for v in await gates._call([(r, True, None) for r in _asks(12, rate=5)])
     ]  # one script call: one second of Redis
     assert verdicts.count(Pass.GRANTED) == 5
     assert verdicts.count(Pass.THROTTLED) == 7
@@ -172,3 +172,26 @@ async def test_probes_go_when_the_cooldown_ends_and_only_a_probe_reopens_it_for_
     assert [await kind(gates, Request("sub_a", f"job{i}", 100, None)) for i in range(6, 9)] == [
         Pass.GRANTED
     ] * 3
+
+
+async def test_a_release_and_a_pass_asked_together_share_one_call_release_first(
+    redis: ArqRedis,
+) -> None:
+    """The pipeline does not wait for its release: the next attempt's pass, asked right
+    after, goes in the same script call and may take the place just freed."""
+    gates = Gates(redis, lease=30)
+    first, second = Request("sub_a", "job0", 1, None), Request("sub_a", "job1", 1, None)
+    assert await kind(gates, first) is Pass.GRANTED
+    calls = 0
+    script = gates._gate_script
+
+    async def counted(**kwargs: object) -> object:
+        nonlocal calls
+        calls += 1
+        return await script(**kwargs)
+
+    gates._gate_script = counted  # type: ignore[assignment]
+    released = gates.leave(first, True)
+    assert await kind(gates, second) is Pass.GRANTED
+    assert released.done()
+    assert calls == 1
