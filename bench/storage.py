@@ -52,9 +52,7 @@ def _sqlite_sizes(path: str) -> dict[str, tuple[int, int]]:
     with sqlite3.connect(path) as conn:
         rows = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES}
         try:
-            pages = dict(
-                conn.execute("SELECT tbl_name, 0 FROM sqlite_schema WHERE type = 'table'")
-            )
+            pages = dict(conn.execute("SELECT tbl_name, 0 FROM sqlite_schema WHERE type = 'table'"))
             for name, size in conn.execute(
                 "SELECT s.tbl_name, SUM(d.pgsize) FROM dbstat d "
                 "JOIN sqlite_schema s ON s.name = d.name GROUP BY s.tbl_name"
