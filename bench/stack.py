@@ -193,6 +193,20 @@ class Stack:
 
         _run(go())
 
+    def add_districts(self, districts: list[tuple[str, str]], start_from: str = "latest") -> None:
+        """Register (id, token) districts, in one transaction."""
+
+        async def go() -> None:
+            db = Database(self.database_url)
+            try:
+                async with db.write() as session:
+                    for district_id, token in districts:
+                        session.add(District(id=district_id, token=token, start_from=start_from))
+            finally:
+                await db.dispose()
+
+        _run(go())
+
     def flush_redis(self) -> None:
         async def go() -> None:
             from redis.asyncio import Redis
@@ -237,11 +251,14 @@ class Stack:
         headers = {"authorization": f"Bearer {ADMIN_TOKEN}"}
         return httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=60)
 
-    def start_simulator(self, backlog: int, rate: float = 0.0) -> tuple[str, str, str]:
-        """The simulator with one district; returns (url, district id, token)."""
+    def start_simulator(
+        self, backlog: int, rate: float = 0.0, districts: int = 1
+    ) -> tuple[str, str, str]:
+        """The simulator with ``districts`` districts; returns (url, first district's id,
+        its token); :func:`simulated_districts` lists them all."""
         port = free_port()
         args = [*RELAY, "--log-level", "WARNING", "simulate", "--port", str(port)]
-        args += ["--districts", "1", "--backlog", str(backlog), "--rate", str(rate)]
+        args += ["--districts", str(districts), "--backlog", str(backlog), "--rate", str(rate)]
         args += ["--seed", "7", "--rate-limit", "100000"]
         self.start("simulator", args)
         wait_for_port(port, self.procs["simulator"], timeout=120)
@@ -324,6 +341,43 @@ def wait_for_deliveries(
         time.sleep(every)
         stats = receiver_stats(receiver_url)
     return stats
+
+
+def simulated_districts(simulator_url: str) -> list[tuple[str, str]]:
+    """Every district of the simulator: (id, token)."""
+    state = httpx.get(f"{simulator_url}/_sim/state", timeout=60).json()
+    return [(d["id"], d["token"]) for d in state["districts"]]
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU (user + system) of ``pid`` and of its live descendants so far: a ``relay worker``
+    may run part of its work in child processes."""
+    tick = os.sysconf("SC_CLK_TCK")
+    children: dict[int, list[int]] = {}
+    usage: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        child = int(entry.name)
+        children.setdefault(int(fields[1]), []).append(child)
+        usage[child] = (int(fields[11]) + int(fields[12])) / tick
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        total += usage.get(current, 0.0)
+        todo += children.get(current, [])
+    return total
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds every core of the machine spent busy so far (all processes, any agent)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: list[float], p: float) -> float:
