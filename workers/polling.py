@@ -98,13 +98,16 @@ class PollingProcess:
         )
         self.restart_delay = restart_delay
         self.stop = asyncio.Event()
-        self.pid: int | None = None  # the running child's
 
     async def run(self) -> None:
         """Keep a polling child running until stopped; then stop it (up to a lease period
         for its pollers to finish, as in-process)."""
         while not self.stop.is_set():
-            code = await self._run_child()
+            try:
+                code = await self._run_child()
+            except Exception:  # could not start one (out of processes, say): try again
+                logger.exception("polling process failed; restarting it")
+                code = None
             if self.stop.is_set():
                 return
             logger.warning("polling process exited; restarting it", extra={"exit_code": code})
@@ -119,7 +122,6 @@ class PollingProcess:
         )
         process.start()
         writer.close()
-        self.pid = process.pid
         exited: asyncio.Future[None] = loop.create_future()
 
         def on_exit() -> None:
@@ -133,7 +135,7 @@ class PollingProcess:
             await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
             if not exited.done():
                 process.terminate()
-                grace = self.job.settings.poll_lease + 5
+                grace = self.job.settings.poll_lease + 3  # the worker waits lease + 5
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(exited), grace)
         finally:
@@ -145,7 +147,6 @@ class PollingProcess:
             self._receive(reader)  # the child's last counts
             loop.remove_reader(reader.fileno())
             reader.close()
-            self.pid = None
         return process.exitcode
 
     async def _stopped(self) -> None:
