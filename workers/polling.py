@@ -169,8 +169,6 @@ def poll_in_child(job: PollingJob, writer: Connection) -> None:
     """The child's entry point."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C: the parent stops us
     _die_with_parent(job.parent_pid)
-    if job.nice:
-        os.nice(job.nice)
     from relay.logs import configure_logging
 
     configure_logging(job.log_level)
@@ -198,6 +196,8 @@ async def _poll(job: PollingJob, writer: Connection) -> None:
     settings = job.settings
     pool = await create_pool(redis_settings(job.redis_url))
     polling = await open_polling(settings, pool, job.worker_id)
+    if job.nice:  # after start-up: a busy machine would slow the first polls too
+        os.nice(job.nice)
     supervisor = PollSupervisor(polling, restart_delay=settings.tuning.restart_delay)
     polls = asyncio.create_task(supervisor.run(), name="poll-supervisor")
     polled = asyncio.Event()
