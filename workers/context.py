@@ -85,6 +85,26 @@ class WorkerContext:
         await self.db.dispose()
 
 
+async def open_polling(settings: Settings, redis: ArqRedis, worker_id: str) -> PollingContext:
+    """What a polling process needs, and no more: no webhook sender, no delivery pipeline
+    (``workers.polling`` runs the pollers in a child process of the worker)."""
+    crypto.use(resolve_keyring(settings))
+    tuning = settings.tuning
+    return PollingContext(
+        settings,
+        Database(settings.database_url),
+        CleverClient(settings.clever_api_url, pacer=TokenPacer()),
+        RedisQueue(redis, enqueue_batch=tuning.enqueue_batch),
+        worker_id,
+        tuning.polling,
+    )
+
+
+async def close_polling(polling: PollingContext) -> None:
+    await polling.clever.aclose()
+    await polling.db.dispose()
+
+
 def context_of(ctx: dict[str, Any]) -> WorkerContext:
     """The worker's context in an arq job's ``ctx``."""
     value = ctx["relay"]
