@@ -93,7 +93,10 @@ local function enter(sub, token, limit, rate)
   local state = redis.call('HMGET', circuit, 'until', 'length', 'probes')
   local open_until, probing = tonumber(state[1]), tonumber(state[3])
   if open_until and now >= open_until then  -- the cooldown ended: a round of probes, while
-    open_until, probing = now + tonumber(state[2]), probes  -- the rest stay away as long
+    -- the rest stay away as long again, and at least until a probe has timed out (a round
+    -- that began before the last one's answer would make it stale: never reopened longer)
+    open_until = now + math.max(tonumber(state[2]), span / 2 + 1000)
+    probing = probes
     redis.call('HSET', circuit, 'until', open_until, 'opened', now, 'probes', probing)
   end
   if redis.call('EXISTS', '{_CLOSED}' .. sub) == 1 then
