@@ -214,7 +214,7 @@ def main() -> None:
     )
     parser.add_argument("--redis", default=DEFAULT_REDIS, help="flushed before the run")
     parser.add_argument("--code", type=Path, default=ROOT, help="relay tree to run (A/B)")
-    parser.add_argument("--pg-prefix", default="relay_bench", help="throwaway database name")
+    parser.add_argument("--pg-prefix", default="relay_bench_", help="throwaway database name")
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the workers")
     parser.add_argument(
         "--profile", type=Path, help="py-spy the (first) worker into this file (collapsed)"
@@ -241,6 +241,8 @@ def main() -> None:
             time.sleep(args.warmup)
         pids = stack.pids()
         workers = [psutil.Process(p) for name, p in pids.items() if name.startswith("worker")]
+        # a worker polls in a child process of its own (RELAY_POLL_PROCESS): count it too
+        workers += [child for w in workers for child in w.children(recursive=True)]
         meters = {
             "worker": CpuMeter(workers),
             "simulator": CpuMeter([psutil.Process(pids["simulator"])]),

@@ -30,6 +30,8 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from sqlmodel import col, update  # noqa: E402
+
 from relay.db import Database, crypto  # noqa: E402
 from relay.db.models import District, Subscription  # noqa: E402
 from relay.delivery.signing import generate_secret  # noqa: E402
@@ -126,7 +128,7 @@ class Stack:
     _pg_name: str | None = None
     env: dict[str, str] = field(default_factory=dict)
     code: Path = ROOT  # the relay source tree the subprocesses run (another one: "before")
-    pg_prefix: str = "relay_bench"  # the throwaway PostgreSQL database is <prefix>_<random>
+    pg_prefix: str = "relay_bench_"  # the throwaway PostgreSQL database's name, then random
 
     def __enter__(self) -> Stack:
         # a SIGTERM (from ``timeout``, say) still runs __exit__, which stops the subprocesses
@@ -142,7 +144,7 @@ class Stack:
         if self.backend == "sqlite":
             self.database_url = f"sqlite+aiosqlite:///{self.workdir / 'relay.db'}"
         else:
-            self._pg_name = f"{self.pg_prefix}_{secrets.token_hex(4)}"
+            self._pg_name = f"{self.pg_prefix}{secrets.token_hex(4)}"
             _run(_pg_admin(f'CREATE DATABASE "{self._pg_name}"'))
             self.database_url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + self._pg_name
         self.env = self._base_env()
@@ -189,6 +191,37 @@ class Stack:
                             )
                         )
                     session.add(District(id=district_id, token=token, start_from="earliest"))
+            finally:
+                await db.dispose()
+
+        _run(go())
+
+    def add_districts(self, districts: list[tuple[str, str]], status: str = "active") -> None:
+        """Register (id, token) districts from their latest event, in one transaction."""
+
+        async def go() -> None:
+            db = Database(self.database_url)
+            try:
+                async with db.write() as session:
+                    for district_id, token in districts:
+                        session.add(District(id=district_id, token=token, status=status))
+            finally:
+                await db.dispose()
+
+        _run(go())
+
+    def set_district_status(self, district_ids: list[str], status: str) -> None:
+        """Pause or resume districts (a poller stops at its next poll of a paused one)."""
+
+        async def go() -> None:
+            db = Database(self.database_url)
+            try:
+                async with db.write() as session:
+                    await session.exec(
+                        update(District)
+                        .where(col(District.id).in_(district_ids))
+                        .values(status=status)
+                    )
             finally:
                 await db.dispose()
 
@@ -245,11 +278,14 @@ class Stack:
         headers = {"authorization": f"Bearer {ADMIN_TOKEN}"}
         return httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=60)
 
-    def start_simulator(self, backlog: int, rate: float = 0.0) -> tuple[str, str, str]:
-        """The simulator with one district; returns (url, district id, token)."""
+    def start_simulator(
+        self, backlog: int, rate: float = 0.0, districts: int = 1
+    ) -> tuple[str, str, str]:
+        """The simulator with ``districts`` districts; returns (url, first district's id,
+        its token); :func:`simulated_districts` lists them all."""
         port = free_port()
         args = [*RELAY, "--log-level", "WARNING", "simulate", "--port", str(port)]
-        args += ["--districts", "1", "--backlog", str(backlog), "--rate", str(rate)]
+        args += ["--districts", str(districts), "--backlog", str(backlog), "--rate", str(rate)]
         args += ["--seed", "7", "--rate-limit", "100000"]
         self.start("simulator", args)
         wait_for_port(port, self.procs["simulator"], timeout=120)
@@ -332,6 +368,43 @@ def wait_for_deliveries(
         time.sleep(every)
         stats = receiver_stats(receiver_url)
     return stats
+
+
+def simulated_districts(simulator_url: str) -> list[tuple[str, str]]:
+    """Every district of the simulator: (id, token)."""
+    state = httpx.get(f"{simulator_url}/_sim/state", timeout=60).json()
+    return [(d["id"], d["token"]) for d in state["districts"]]
+
+
+def cpu_seconds(pid: int, children: bool = True) -> float:
+    """CPU (user + system) of ``pid`` and (``children``) of its live descendants so far: a
+    ``relay worker`` may run part of its work in child processes."""
+    tick = os.sysconf("SC_CLK_TCK")
+    tree: dict[int, list[int]] = {}
+    usage: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        child = int(entry.name)
+        tree.setdefault(int(fields[1]), []).append(child)
+        usage[child] = (int(fields[11]) + int(fields[12])) / tick
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        total += usage.get(current, 0.0)
+        todo += tree.get(current, []) if children else []
+    return total
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds every core of the machine spent busy so far (all processes, any agent)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: list[float], p: float) -> float:

@@ -44,13 +44,18 @@ class Coalescer(Generic[In, Out]):
         self._runner: asyncio.Task[None] | None = None
 
     async def submit(self, item: In) -> Out:
+        # a job cancelled while waiting (its timeout) cancels only its own future: its item
+        # stays in the batch, which is harmless (the write is a compare-and-set)
+        return await self.put(item)
+
+    def put(self, item: In) -> asyncio.Future[Out]:
+        """Add ``item`` to the next bulk call without waiting for it: for a caller that
+        need not know when it is done (items are handled in the order they were put)."""
         future: asyncio.Future[Out] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
         if self._runner is None or self._runner.done():
             self._runner = asyncio.create_task(self._drain())
-        # a job cancelled while waiting (its timeout) cancels only its own future: its item
-        # stays in the batch, which is harmless (the write is a compare-and-set)
-        return await future
+        return future
 
     async def _drain(self) -> None:
         await asyncio.sleep(0)  # let the jobs woken with this one submit theirs too

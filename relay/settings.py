@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     clever_retention: float = Field(default=30 * 86400, gt=0)
     reconcile_interval: int = Field(default=10, ge=1, le=60)
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    poll_process: bool = True  # poll in a child process of each worker: workers/polling.py
+    poll_nice: int = Field(default=10, ge=0, le=19)  # that child's CPU niceness
 
     @field_validator("database_url")
     @classmethod

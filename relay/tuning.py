@@ -76,12 +76,16 @@ class DeliveryTuning:
     #: attempts in flight per owner in one worker: one team's hanging endpoints hold at most
     #: this many of the worker's jobs, the rest stepping aside, so other teams keep theirs
     owner_in_flight: int = 250
-    #: a subscription's circuit opens after this many timeouts in a row in one worker, spread
-    #: over at least two delivery timeouts (timeouts together are one stall) ...
+    #: a subscription's circuit opens after this many timeouts with no answer between them,
+    #: in any worker, spread over at least two delivery timeouts (timeouts together are one
+    #: stall) ...
     circuit_after: int = 3
-    #: ... and its jobs step aside for this long, then one probe goes; each probe that times
-    #: out doubles it, up to circuit_longest (relay.delivery.circuit)
+    #: ... and its jobs step aside for this long; then this many probes go (more measured
+    #: worse: 250 hanging endpoints' probes alone filled their owner's share of the worker,
+    #: bench/neighbours.py), and a probe that times out doubles it, up to circuit_longest
+    #: (relay.queue.gates)
     circuit_cooldown: float = 10.0
+    circuit_probes: int = 1
     circuit_longest: float = 300.0
     #: jobs in progress per worker on the first-attempts queue. Most of a job's life is spent
     #: waiting for a shared query or transaction, so more jobs make bigger batches rather

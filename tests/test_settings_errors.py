@@ -18,6 +18,8 @@ from relay.settings import load_settings
         ({"reconcile_interval": 0}, "RELAY_RECONCILE_INTERVAL: must be at least 1"),
         ({"metrics_port": 99999}, "RELAY_METRICS_PORT: must be at most 65535"),
         ({"allow_loopback": "maybe"}, "RELAY_ALLOW_LOOPBACK: must be true or false"),
+        ({"poll_nice": 20}, "RELAY_POLL_NICE: must be at most 19"),
+        ({"poll_process": "sometimes"}, "RELAY_POLL_PROCESS: must be true or false"),
     ],
 )
 def test_bad_settings_are_named_in_words(

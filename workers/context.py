@@ -17,7 +17,7 @@ from relay.delivery.pipeline import AttemptPipeline
 from relay.delivery.sender import WebhookSender
 from relay.polling.poller import PollingContext
 from relay.queue import RedisQueue
-from relay.queue.gates import Gates
+from relay.queue.gates import Breaker, Gates
 from relay.secrets import resolve_keyring
 from relay.settings import Settings
 from relay.tuning import Tuning
@@ -25,6 +25,17 @@ from relay.tuning import Tuning
 
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def breaker(settings: Settings) -> Breaker:
+    tuning = settings.tuning.delivery
+    return Breaker(
+        after=tuning.circuit_after,
+        span=2 * settings.delivery_timeout,
+        cooldown=tuning.circuit_cooldown,
+        longest=tuning.circuit_longest,
+        probes=tuning.circuit_probes,
+    )
 
 
 @dataclass
@@ -57,7 +68,7 @@ class WorkerContext:
             schedule=settings.schedule,
             disable_after=settings.disable_after,
             tuning=tuning.delivery,
-            gates=Gates(redis, lease=tuning.timeouts.job),
+            gates=Gates(redis, lease=tuning.timeouts.job, breaker=breaker(settings)),
         )
         clever = CleverClient(settings.clever_api_url, pacer=TokenPacer())
         return cls(settings, tuning, db, redis, queue, sender, clever, pipeline)
@@ -72,6 +83,26 @@ class WorkerContext:
         await self.sender.aclose()
         await self.clever.aclose()
         await self.db.dispose()
+
+
+async def open_polling(settings: Settings, redis: ArqRedis, worker_id: str) -> PollingContext:
+    """What a polling process needs, and no more: no webhook sender, no delivery pipeline
+    (``workers.polling`` runs the pollers in a child process of the worker)."""
+    crypto.use(resolve_keyring(settings))
+    tuning = settings.tuning
+    return PollingContext(
+        settings,
+        Database(settings.database_url),
+        CleverClient(settings.clever_api_url, pacer=TokenPacer()),
+        RedisQueue(redis, enqueue_batch=tuning.enqueue_batch),
+        worker_id,
+        tuning.polling,
+    )
+
+
+async def close_polling(polling: PollingContext) -> None:
+    await polling.clever.aclose()
+    await polling.db.dispose()
 
 
 def context_of(ctx: dict[str, Any]) -> WorkerContext:

@@ -4,7 +4,9 @@
   later ones, each with its own job slots, so retries piling up for a dead endpoint never
   delay first attempts elsewhere;
 - the poll supervisor, which is not an arq job: polling is driven by database leases, so it
-  keeps working while Redis is down (deliveries wait in the database meanwhile);
+  keeps working while Redis is down (deliveries wait in the database meanwhile). It runs in
+  a child process (``workers.polling``, ``RELAY_POLL_PROCESS``), so a thousand districts'
+  polls do not share this event loop with first attempts, or in this loop when that is off;
 - the replay loop, which works through ``POST …/replay`` requests in batches;
 - arq's cron worker (``workers.settings``).
 
@@ -32,6 +34,7 @@ from relay.queue import FIRST_ATTEMPTS_QUEUE, RETRIES_QUEUE, redis_settings
 from relay.queue.jobs import CRON_QUEUE
 from relay.settings import Settings
 from workers.context import WorkerContext
+from workers.polling import PollingProcess
 from workers.settings import WorkerSettings
 
 logger = logging.getLogger("relay.worker")
@@ -63,13 +66,17 @@ async def run_worker(settings: Settings, redis_url: str, stop: asyncio.Event) ->
     restart = app.tuning.restart_delay
     cron_worker = WorkerSettings.from_settings(settings).worker(pool, {"relay": app})
     consumers = delivery_consumers(app)
-    supervisor = PollSupervisor(app.polling, restart_delay=restart)
+    poller = (
+        PollingProcess(settings, redis_url, app.worker_id, restart_delay=restart)
+        if settings.poll_process
+        else PollSupervisor(app.polling, restart_delay=restart)
+    )
 
     async def cron_step() -> float:
         await cron_worker.main()  # returns only when arq gave up (Redis went away)
         return restart
 
-    polling = asyncio.create_task(supervisor.run(), name="poll-supervisor")
+    polling = asyncio.create_task(poller.run(), name="polling")
     consuming = [
         asyncio.create_task(
             supervise(c.queue_name, functools.partial(c.step, stop), stop, restart_delay=restart),
@@ -94,7 +101,7 @@ async def run_worker(settings: Settings, redis_url: str, stop: asyncio.Event) ->
         await stop.wait()
     finally:
         logger.info("worker stopping: finishing in-flight deliveries")
-        supervisor.stop.set()
+        poller.stop.set()
         cron_worker.allow_pick_jobs = False
         await asyncio.wait(consuming, timeout=5)  # they stop claiming at once
         await asyncio.gather(*(c.drain(within=app.tuning.timeouts.job) for c in consumers))

@@ -34,7 +34,6 @@ from relay.db import Database, chains, utcnow
 from relay.db.engine import refused
 from relay.db.models import WAITING, Delivery, DeliveryStatus, Subscription
 from relay.delivery.attempt import Attempt, load_attempts
-from relay.delivery.circuit import Circuits
 from relay.delivery.outcome import state_after
 from relay.delivery.record import Sent, record_attempts
 from relay.delivery.schedule import RetrySchedule
@@ -43,7 +42,7 @@ from relay.delivery.signing import active_secrets, webhook_headers
 from relay.delivery.slots import Slots
 from relay.delivery.streaks import FailureStreaks
 from relay.queue import Job, RedisQueue, next_attempts
-from relay.queue.gates import Gates, Pass
+from relay.queue.gates import Gates, Pass, Verdict
 from relay.queue.gates import Request as GateRequest
 from relay.tuning import DeliveryTuning
 
@@ -63,7 +62,7 @@ class AttemptPipeline:
         schedule: RetrySchedule,
         disable_after: float,
         tuning: DeliveryTuning,
-        gates: Gates | None = None,
+        gates: Gates,
     ) -> None:
         self.db = db
         self.queue = queue
@@ -74,12 +73,6 @@ class AttemptPipeline:
         self.gates = gates
         self.slots = Slots(tuning.slot_wait)  # per subscription: its max_in_flight
         self.owners = Slots(0)  # per owner: tuning.owner_in_flight, no waiting
-        self.circuits = Circuits(
-            after=tuning.circuit_after,
-            span=2 * sender.timeout,
-            cooldown=tuning.circuit_cooldown,
-            longest=tuning.circuit_longest,
-        )
         self.streaks = FailureStreaks(remind_every=tuning.failing_reminder_every)
         self._recorder: Coalescer[Sent, DeliveryStatus | None] = Coalescer(
             self._record_batch, max_batch=tuning.record_batch
@@ -143,10 +136,10 @@ class AttemptPipeline:
     async def _send(
         self, attempt: Attempt, subscription: Subscription, body: bytes
     ) -> AttemptOutcome:
-        wait = self.circuits.wait(subscription.id)
-        if wait is not None:  # its endpoint keeps timing out: back in the queue, unspent
-            raise SubscriptionBusy(defer=wait)
-        async with self._turn(attempt, subscription):
+        wait = self.gates.open_for(subscription.id)
+        if wait is not None:  # its endpoint keeps timing out: back later, unspent
+            raise SubscriptionBusy(defer=wait * random.uniform(1.0, 1.1))
+        async with self._turn(attempt, subscription) as heard:
             secrets = active_secrets(
                 subscription.secret,
                 subscription.previous_secret,
@@ -155,17 +148,20 @@ class AttemptPipeline:
             )
             headers = webhook_headers(secrets, attempt.event_id, body)
             outcome = await self.sender.send(subscription.url, headers, body)
-        self.circuits.observe(subscription.id, outcome)
+            heard.append(outcome.result != "timeout")
         return outcome
 
     @contextlib.asynccontextmanager
-    async def _turn(self, attempt: Attempt, subscription: Subscription) -> AsyncIterator[None]:
+    async def _turn(
+        self, attempt: Attempt, subscription: Subscription
+    ) -> AsyncIterator[list[bool]]:
         """Hold the attempt's places while it is sent: one of its owner's slots in this
         worker, one of its subscription's here, and its pass through the subscription's gate
         shared by all workers (``relay.queue.gates``). Raises SubscriptionBusy (the job steps
-        aside) or SubscriptionClosed. Released once the receiver answered, not once the
-        attempt is recorded: holding them through the shared write measured a third slower
-        (bench/throughput.py)."""
+        aside) or SubscriptionClosed. The caller appends whether the receiver answered (for
+        the subscription's circuit) to the list it is given. Released once the receiver
+        answered, not once the attempt is recorded: holding them through the shared write
+        measured a third slower (bench/throughput.py)."""
         owner, sub_id = subscription.owner, subscription.id
         if not await self.owners.acquire(owner, self.tuning.owner_in_flight):
             # further back than a busy subscription: the owner's other jobs are queued too
@@ -174,18 +170,17 @@ class AttemptPipeline:
             if not await self.slots.acquire(sub_id, subscription.max_in_flight):
                 raise SubscriptionBusy(defer=random.uniform(0.5, 1.5))
             try:
-                async with self._gate(attempt, subscription):
-                    yield
+                async with self._gate(attempt, subscription) as heard:
+                    yield heard
             finally:
                 self.slots.release(sub_id)
         finally:
             self.owners.release(owner)
 
     @contextlib.asynccontextmanager
-    async def _gate(self, attempt: Attempt, subscription: Subscription) -> AsyncIterator[None]:
-        if self.gates is None:
-            yield
-            return
+    async def _gate(
+        self, attempt: Attempt, subscription: Subscription
+    ) -> AsyncIterator[list[bool]]:
         request = GateRequest(
             subscription.id,
             f"{attempt.delivery_id}:{attempt.number}:{secrets_module.token_hex(4)}",
@@ -193,16 +188,26 @@ class AttemptPipeline:
             subscription.max_per_second,
         )
         verdict = await self.gates.enter(request)
-        if verdict is Pass.CLOSED:
-            raise SubscriptionClosed
-        if verdict is Pass.BUSY:  # its max_in_flight is reached across the workers
-            raise SubscriptionBusy(defer=random.uniform(0.05, 0.25))
-        if verdict is Pass.THROTTLED:  # this second's max_per_second is spent
-            raise SubscriptionBusy(defer=random.uniform(0.05, 1.0))
+        if verdict.kind is not Pass.GRANTED:
+            self._turned_away(verdict)
+        heard: list[bool] = []
         try:
-            yield
+            yield heard
         finally:
-            await self.gates.leave(request)
+            # not awaited: the next attempt to this subscription, here, goes in the same
+            # round trip, right after (the slot it takes is let go in the same script)
+            self.gates.leave(request, heard[0] if heard else None)
+
+    @staticmethod
+    def _turned_away(verdict: Verdict) -> None:
+        if verdict.kind is Pass.CLOSED:
+            raise SubscriptionClosed
+        if verdict.kind is Pass.OPEN:  # its endpoint keeps timing out: back later, unspent
+            raise SubscriptionBusy(defer=verdict.wait * random.uniform(1.0, 1.1))
+        if verdict.kind is Pass.BUSY:  # its max_in_flight is reached across the workers
+            raise SubscriptionBusy(defer=random.uniform(0.05, 0.25))
+        # THROTTLED: this second's max_per_second is spent
+        raise SubscriptionBusy(defer=random.uniform(0.05, 1.0))
 
     async def _record_batch(self, sent: Sequence[Sent]) -> list[DeliveryStatus | None]:
         """The attempts of concurrent jobs in one write transaction; then their next

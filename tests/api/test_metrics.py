@@ -3,6 +3,7 @@ counters each worker process serves on ``RELAY_METRICS_PORT`` (real processes)."
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -21,8 +22,26 @@ from relay.settings import Settings
 from tests.support.cluster import cluster
 from tests.support.receiver import Receiver
 from tests.support.servers import ServerThread, free_port, serve
+from tests.support.worker import wait_for
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+INGESTED = ("relay_events_ingested_total", ())
+
+
+async def scrape_when(url: str, ready: Callable[[Samples], bool]) -> Samples:
+    """A scrape once ``ready`` holds: polling's counters reach the worker's registry from
+    its polling process a moment after the work (workers/polling.py)."""
+    samples = scrape(url)
+
+    async def check() -> bool:
+        nonlocal samples
+        samples = scrape(url)
+        return ready(samples)
+
+    await wait_for(check, 30)
+    return samples
 
 
 def scrape(url: str) -> Samples:
@@ -132,9 +151,9 @@ async def test_worker_counters_rise_and_survive_a_retention_purge(
             f"{sim_server.url}/_sim/districts/{district.id}/events", json={"generate": 20}
         ).raise_for_status()
         await relay.settled(db, 50, 60)
-        second = scrape(worker)
+        second = await scrape_when(worker, lambda m: m.get(INGESTED, 0) >= 50)
         assert _attempts(second, "succeeded") == 50
-        assert second[("relay_events_ingested_total", ())] == 50
+        assert second[INGESTED] == 50
         assert second[("relay_clever_requests_total", (("status", "200"),))] >= 1
         assert _attempts(second, "http_error") == 0  # exported before the first one
 

@@ -326,8 +326,8 @@ async def test_an_endpoint_that_keeps_timing_out_has_its_circuit_opened(
     db: Database, settings: Settings, redis_url: str
 ) -> None:
     """Noisy neighbour (#15): after ``circuit_after`` timeouts in a row the subscription's jobs
-    step aside for the cooldown, spending no attempt; then one probe is sent, and an answer
-    closes the circuit."""
+    step aside for the cooldown, spending no attempt; then a probe is sent, and an answer
+    closes the circuit (``relay.queue.gates``)."""
     hanging = {"on": True}
     receiver = Receiver(responder=lambda n: (204, {}, 3.0 if hanging["on"] else 0.0))
     with serve(receiver.app()) as srv:
@@ -335,8 +335,8 @@ async def test_an_endpoint_that_keeps_timing_out_has_its_circuit_opened(
         deliveries = await add_deliveries(db, [sub], 4)
         settings_ = worker_settings(settings, srv.url, delivery_timeout=0.3)
         async with worker_context(settings_, redis_url) as app:
-            circuits = app.pipeline.circuits
-            circuits.after, circuits.span, circuits.cooldown = 2, 0.1, 0.5
+            gates = app.pipeline.gates
+            gates.breaker = replace(gates.breaker, after=2, span=0.1, cooldown=0.5, probes=1)
             timed_out = [await run_job(app, d, 1) for d in deliveries[:2]]
             with pytest.raises(SubscriptionBusy) as stepped_aside:
                 await run_job(app, deliveries[2], 1)

@@ -26,6 +26,10 @@ def worker_settings(settings: Settings, clever_url: str, **overrides: Any) -> Se
         "poll_lease": 3.0,
         "retry_schedule": "0.2,0.2,0.2,0.2",
         "delivery_timeout": 2.0,
+        # polling in this loop, at once: these tests are about what a poller does (some race
+        # Clever's retention), not about where it runs; tests/workers and tests/faults run
+        # real worker processes with their polling child
+        "poll_process": False,
     }
     return Settings(**(values | overrides), _env_file=None)  # type: ignore[call-arg]
 
