@@ -103,9 +103,9 @@ async def test_two_workers_poll_each_district_one_at_a_time_and_survive_a_sigkil
                 await asyncio.sleep(0.1)
         shared_after = time.monotonic() - started
         assert shared, "both workers should hold districts at once"
-        # Kill A while it holds at least one district.
+        # Kill A, its polling child with it (its host died), while it holds a district.
         await wait_for(lambda: _holds_any(db, a.proc.pid), timeout=20, interval=0.05)
-        a.kill()
+        a.kill_tree()
         killed_at = time.time()
         at_kill = await owners(db)
         a_districts = {

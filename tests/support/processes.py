@@ -51,12 +51,21 @@ class RelayProcess:
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group: kill_tree
         )
 
     def kill(self) -> None:
-        """SIGKILL: no cleanup, no lease release, jobs left in flight."""
+        """SIGKILL: no cleanup, no lease release, jobs left in flight. (A worker's polling
+        child sees its parent die and stops, releasing its leases: ``workers.polling``.)"""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def kill_tree(self) -> None:
+        """SIGKILL to the process and its children at once, as when its host or container
+        dies: nothing of it cleans up, a worker's polling child included."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
 
     def stop(self, timeout: float = 30) -> int:
