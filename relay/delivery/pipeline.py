@@ -23,6 +23,7 @@ import random
 import secrets as secrets_module
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
+from typing import NoReturn
 
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import col, update
@@ -199,7 +200,7 @@ class AttemptPipeline:
             self.gates.leave(request, heard[0] if heard else None)
 
     @staticmethod
-    def _turned_away(verdict: Verdict) -> None:
+    def _turned_away(verdict: Verdict) -> NoReturn:
         if verdict.kind is Pass.CLOSED:
             raise SubscriptionClosed
         if verdict.kind is Pass.OPEN:  # its endpoint keeps timing out: back later, unspent
