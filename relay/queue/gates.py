@@ -187,9 +187,9 @@ class Request:
     max_per_second: int | None
 
 
-#: a call at the gate: a request to enter (heard: None) or to leave (heard: whether its
-#: receiver answered, False for a timeout, None for neither: nothing was sent, or it failed
-#: before the receiver could answer or time out)
+#: a call at the gate: (request, entering, heard). Entering: True to ask for a pass, False to
+#: let go of one; heard, when letting go: whether its receiver answered (False: a timeout;
+#: None: neither, nothing was sent or it failed before an answer or a timeout)
 Call = tuple[Request, bool, bool | None]
 
 _MAX_REMEMBERED = 10_000  # open circuits a process remembers; beyond, it forgets them all
