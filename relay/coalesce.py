@@ -69,7 +69,11 @@ class Coalescer(Generic[In, Out]):
             results = await self._bulk([item for item, _ in batch])
         except Exception as exc:
             if len(batch) > 1:
-                logger.warning("batched database call failed; retrying its items one by one")
+                # database writes, queue endings and gate calls all batch here: say which
+                logger.warning(
+                    "batched call failed; retrying its items one by one",
+                    extra={"call": getattr(self._bulk, "__qualname__", repr(self._bulk))},
+                )
                 for one in batch:
                     await self._run([one])
                 return
