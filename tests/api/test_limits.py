@@ -47,16 +47,19 @@ async def test_300_concurrent_lists_from_one_token_are_2xx_429_or_503(
     print(f"\n300 concurrent lists from one token: {dict(statuses)}")
 
 
-def test_one_token_past_its_burst_is_429_with_retry_after(admin: httpx.Client) -> None:
+async def test_one_token_past_its_burst_is_429_with_retry_after(admin: httpx.Client) -> None:
+    """Waves of 20 at once outrun the rate however slow one request is (one at a time, a list
+    slower than 1/rate never did: CI's PostgreSQL served 4,000 in a row without a 429)."""
     burst = ApiTuning().per_token_burst
-    replies: list[httpx.Response] = []
     with service_client(admin, "team-a") as team:
-        while len(replies) < 20 * burst and (not replies or replies[-1].status_code == 200):
-            replies.append(team.get("/v1/subscriptions"))
+        headers = dict(team.headers)
+    replies: list[httpx.Response] = []
+    while len(replies) < 20 * burst and 429 not in {r.status_code for r in replies[-20:]}:
+        replies += await _crowd(str(admin.base_url), headers, "/v1/subscriptions", 20)
     statuses = Counter(r.status_code for r in replies)
+    assert set(statuses) == {200, 429}, statuses
     assert statuses[200] >= burst, statuses
-    assert statuses[429] == 1, statuses  # met as soon as requests outrun the rate
-    limited = replies[-1]
+    limited = next(r for r in replies if r.status_code == 429)
     assert int(limited.headers["Retry-After"]) >= 1
     assert "too many requests for this token" in limited.json()["error"]["message"]
     assert admin.get("/v1/subscriptions").status_code == 200  # the admin has its own bucket
