@@ -5,6 +5,8 @@ through the attempt pipeline, and finishes them in bulk.
   running in any worker, and one query loads their deliveries (``AttemptPipeline.load``);
 - claims are taken in bulk: once the queue is busy, the loop waits for a tenth of its slots
   to free up rather than claiming one job per finished one;
+- a claimed job that stepped aside before, and would again, is deferred at once, unread
+  (``relay.delivery.aside``);
 - each claimed job runs as its own task, so one slow receiver never holds up the others;
 - jobs that end at about the same time are finished together (a ``Coalescer``: one pipeline
   of ``ZREM`` and ``DEL``); a job that steps aside for a busy subscription, fails or times
@@ -77,6 +79,9 @@ class DeliveryConsumer:
         )
         if not jobs:
             return self.tuning.idle_poll
+        jobs = await self._step_aside(jobs)
+        if not jobs:
+            return 0.0
         try:
             attempts = await self.pipeline.load(jobs)
         except Exception:
@@ -89,6 +94,21 @@ class DeliveryConsumer:
             self.running[job.id] = task
             task.add_done_callback(self._on_done)
         return 0.0
+
+    async def _step_aside(self, jobs: list[Job]) -> list[Job]:
+        """Defer, unread, the jobs the pipeline knows must step aside again; the rest."""
+        ready: list[Job] = []
+        aside: list[Ending] = []
+        for job in jobs:
+            wait = self.pipeline.step_aside(job)
+            if wait is None:
+                ready.append(job)
+            else:
+                aside.append(self._deferred(job, wait))
+        if aside:
+            with contextlib.suppress(RedisError, OSError):  # else their claims lapse
+                await self._finish(aside)
+        return ready
 
     async def drain(self, within: float) -> None:
         """Wait up to ``within`` seconds for the running jobs (graceful shutdown)."""

@@ -34,6 +34,7 @@ from relay.coalesce import Coalescer
 from relay.db import Database, chains, utcnow
 from relay.db.engine import refused
 from relay.db.models import WAITING, Delivery, DeliveryStatus, Subscription
+from relay.delivery.aside import Aside
 from relay.delivery.attempt import Attempt, load_attempts
 from relay.delivery.outcome import state_after
 from relay.delivery.record import Sent, record_attempts
@@ -75,9 +76,24 @@ class AttemptPipeline:
         self.slots = Slots(tuning.slot_wait)  # per subscription: its max_in_flight
         self.owners = Slots(0)  # per owner: tuning.owner_in_flight, no waiting
         self.streaks = FailureStreaks(remind_every=tuning.failing_reminder_every)
+        self.aside = Aside()  # jobs that stepped aside: deferred again without a read
         self._recorder: Coalescer[Sent, DeliveryStatus | None] = Coalescer(
             self._record_batch, max_batch=tuning.record_batch
         )
+
+    def step_aside(self, job: Job) -> float | None:
+        """Seconds to defer a claimed job by, before it is read, if it stepped aside before
+        and its reason still holds here (its subscription's circuit is open, or its owner's
+        share of this worker is full); None: load and run it (``relay.delivery.aside``)."""
+        seen = self.aside.get(job.delivery_id)
+        if seen is None:
+            return None
+        wait = self.gates.open_for(seen.subscription_id)
+        if wait is not None:
+            return wait * random.uniform(1.0, 1.1)
+        if self.owners.full(seen.owner):
+            return self.aside.busy_owner_wait(seen)
+        return None
 
     async def load(self, jobs: Sequence[Job]) -> list[Attempt | None]:
         return await load_attempts(self.db, jobs)
@@ -100,9 +116,14 @@ class AttemptPipeline:
             return "parked"
         try:
             outcome = await self._send(attempt, subscription, attempt.body.encode())
+        except SubscriptionBusy:
+            self.aside.note(attempt.delivery_id, subscription.id, subscription.owner)
+            raise
         except SubscriptionClosed:  # deleted or disabled since the job loaded it
+            self.aside.forget(attempt.delivery_id)
             await self._settle(attempt, None)
             return "closed"
+        self.aside.forget(attempt.delivery_id)
         # Shielded: the attempt was sent, so it must be recorded even if the job's timeout
         # (just above the delivery timeout) fires while the database is slow; a cancelled
         # recording would let the job run again and re-send, ignoring what the receiver said.
@@ -165,8 +186,10 @@ class AttemptPipeline:
         measured a third slower (bench/throughput.py)."""
         owner, sub_id = subscription.owner, subscription.id
         if not await self.owners.acquire(owner, self.tuning.owner_in_flight):
-            # further back than a busy subscription: the owner's other jobs are queued too
-            raise SubscriptionBusy(defer=random.uniform(1.0, 3.0))
+            # further back than a busy subscription, and further each time: the owner's
+            # other jobs are queued too
+            seen = self.aside.note(attempt.delivery_id, sub_id, owner)
+            raise SubscriptionBusy(defer=self.aside.busy_owner_wait(seen))
         try:
             if not await self.slots.acquire(sub_id, subscription.max_in_flight):
                 raise SubscriptionBusy(defer=random.uniform(0.5, 1.5))

@@ -44,6 +44,11 @@ class Slots:
             raise
         return True
 
+    def full(self, key: str) -> bool:
+        """All of ``key``'s slots are held right now."""
+        semaphore = self._semaphores.get(key)
+        return semaphore is not None and semaphore.locked()
+
     def release(self, key: str) -> None:
         self._semaphores[key].release()
         self._leave(key)

@@ -6,18 +6,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from arq.constants import in_progress_key_prefix
+from sqlalchemy import delete as sa_delete
+from sqlmodel import col
 
+from relay._exceptions import SubscriptionBusy
 from relay.db import Database, utcnow
+from relay.db.models import Delivery
 from relay.delivery.consumer import DeliveryConsumer
 from relay.loops import supervise
 from relay.queue import FIRST_ATTEMPTS_QUEUE, Job, RedisQueue
 from relay.settings import Settings
 from relay.tuning import DeliveryTuning, Timeouts
-from tests.support.deliveries import add_deliveries, delivery
+from tests.support.deliveries import add_deliveries, delivery, run_job
 from tests.support.receiver import Receiver
 from tests.support.servers import serve
 from tests.support.worker import add_subscription, wait_for, worker_context, worker_settings
@@ -30,14 +37,7 @@ RETRY_AFTER_ERROR = DeliveryTuning().error_retry
 async def consuming(settings: Settings, redis_url: str) -> AsyncIterator[WorkerContext]:
     """A worker context with the first-attempts queue consumed until the block exits."""
     async with worker_context(settings, redis_url) as app:
-        consumer = DeliveryConsumer(
-            app.queue,
-            app.pipeline,
-            FIRST_ATTEMPTS_QUEUE,
-            max_jobs=20,
-            timeouts=Timeouts(delivery=5, job_margin=0),
-            tuning=app.tuning.delivery,
-        )
+        consumer = _consumer(app)
         stop = asyncio.Event()
         step = functools.partial(consumer.step, stop)
         task = asyncio.create_task(supervise("test", step, stop, restart_delay=1.0))
@@ -47,6 +47,17 @@ async def consuming(settings: Settings, redis_url: str) -> AsyncIterator[WorkerC
             stop.set()
             await asyncio.wait_for(task, 5)
             await consumer.drain(within=5)
+
+
+def _consumer(app: WorkerContext) -> DeliveryConsumer:
+    return DeliveryConsumer(
+        app.queue,
+        app.pipeline,
+        FIRST_ATTEMPTS_QUEUE,
+        max_jobs=20,
+        timeouts=Timeouts(delivery=5, job_margin=0),
+        tuning=app.tuning.delivery,
+    )
 
 
 async def test_jobs_run_once_and_leave_nothing_behind(
@@ -109,6 +120,70 @@ async def test_a_foreign_id_is_dropped_not_retried_forever(
         await app.redis.zadd(FIRST_ATTEMPTS_QUEUE, {"deliver:not-a-number:1": 0})
         await wait_for(lambda: _queue_empty(app), 5)
         assert await app.redis.keys(in_progress_key_prefix + "*") == []
+
+
+async def test_a_job_that_must_step_aside_again_is_deferred_unread(
+    db: Database, settings: Settings, redis_url: str
+) -> None:
+    """Noisy neighbour (#15): a job that stepped aside (its owner's share full, or its
+    subscription's circuit open) is deferred again at its claim while that holds, without a
+    database read: its delivery is deleted first, and a read would have found it gone and
+    dropped the job. A busy owner's job comes back later each time."""
+    receiver = Receiver(responder=lambda n: (204, {}, 1.0))
+    with serve(receiver.app()) as srv:
+        sub = await add_subscription(db, srv.url + "/hook")
+        busy, tripped = await add_deliveries(db, [sub], 2)
+        slow = worker_settings(settings, srv.url, delivery_timeout=0.3)
+        async with worker_context(slow, redis_url) as app:
+            pipeline, consumer = app.pipeline, _consumer(app)
+            pipeline.tuning = replace(pipeline.tuning, owner_in_flight=1)
+            assert await pipeline.owners.acquire(sub.owner, 1)  # the owner's one slot
+            with pytest.raises(SubscriptionBusy) as first:
+                await run_job(app, busy, 1)
+            assert first.value.defer <= 3.0
+            await _delete_delivery(db, busy)
+            await _claim_once(app, consumer, busy)
+            assert 2 * 1.0 - 0.1 <= await _due_in(app, busy) <= 2 * 3.0 + 0.1  # doubled
+            pipeline.owners.release(sub.owner)
+
+            gates = pipeline.gates
+            gates.breaker = replace(gates.breaker, after=1, span=0.0, cooldown=30)
+            assert await run_job(app, tripped, 1) == "retrying"  # timed out: the circuit opens
+            await wait_for(lambda: asyncio.sleep(0, gates.open_for(sub.id) is not None), 5)
+            with pytest.raises(SubscriptionBusy):
+                await run_job(app, tripped, 2)
+            await _delete_delivery(db, tripped)
+            await _claim_once(app, consumer, tripped, attempt=2)
+            assert 25 < await _due_in(app, tripped, attempt=2) <= 33.5
+    assert len(receiver.received) == 1
+
+
+async def _delete_delivery(db: Database, delivery_id: int) -> None:
+    async with db.write() as session:
+        await session.exec(sa_delete(Delivery).where(col(Delivery.id) == delivery_id))
+
+
+async def _claim_once(
+    app: WorkerContext, consumer: DeliveryConsumer, delivery_id: int, attempt: int = 1
+) -> None:
+    job = Job(delivery_id, attempt, utcnow())
+    await app.redis.zadd(job.queue, {job.id: 0}, xx=True)  # due now, if already queued
+    await RedisQueue(app.redis).enqueue([job])
+    queue = consumer.queue_name
+    consumer.queue_name = job.queue
+    try:
+        assert await consumer.step(asyncio.Event()) == 0.0
+    finally:
+        consumer.queue_name = queue
+    assert consumer.running == {}  # nothing was started
+    assert await app.redis.keys(in_progress_key_prefix + "*") == []
+
+
+async def _due_in(app: WorkerContext, delivery_id: int, attempt: int = 1) -> float:
+    job = Job(delivery_id, attempt)
+    score = await app.redis.zscore(job.queue, job.id)
+    assert score is not None, "the job left the queue: it was read and found gone"
+    return float(score) / 1000 - time.time()
 
 
 async def _received(receiver: Receiver, count: int) -> bool:
