@@ -9,6 +9,9 @@ and step aside again: that churn took most of a worker's CPU and put other owner
 seconds behind (p50 2-4 s, from 1 s). A job remembered here is deferred again at its claim,
 before anything is read, while its subscription's circuit is open or its owner's share is
 all taken; and each time a busy owner turns it away it comes back later (1-3 s, doubling).
+A throttled subscription's jobs come back in line (``Lines``), one per 1/``max_per_second``:
+a backlog of 20,000 jobs to a subscription at 20/s, each back within a second, was 20,000
+claims and reads a second for 20 attempts (``bench/limits.py``).
 
 In memory, per worker, at most ``limit`` jobs (the least recently seen are forgotten: they
 are read from the database once more). Nothing here decides what is sent: a job let through
@@ -18,6 +21,7 @@ is loaded and checked as any other.
 from __future__ import annotations
 
 import random
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -67,3 +71,25 @@ class Aside:
         """Seconds until a job its busy owner turned away comes back (counting this time)."""
         job.busy_owner += 1
         return random.uniform(1.0, 3.0) * (1 << min(job.busy_owner - 1, _BUSY_OWNER_DOUBLINGS))
+
+
+class Lines:
+    """A waiting line per key (a throttled subscription): each job turned away is given the
+    next place, ``spacing`` seconds after the one before, so the key's backlog comes back
+    about as fast as it can go, not all at once."""
+
+    def __init__(self, keep: int = 1000) -> None:
+        self.keep = keep
+        self._last: dict[str, float] = {}  # key -> monotonic time of its last place
+
+    def __len__(self) -> int:
+        return len(self._last)
+
+    def place(self, key: str, spacing: float) -> float:
+        """Seconds from now until the next place in ``key``'s line."""
+        now = time.monotonic()
+        at = max(self._last.get(key, now), now) + spacing
+        self._last[key] = at
+        if len(self._last) > self.keep:  # lines that have ended: nobody is waiting in them
+            self._last = {k: t for k, t in self._last.items() if t > now}
+        return at - now

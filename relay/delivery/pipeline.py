@@ -34,7 +34,7 @@ from relay.coalesce import Coalescer
 from relay.db import Database, chains, utcnow
 from relay.db.engine import refused
 from relay.db.models import WAITING, Delivery, DeliveryStatus, Subscription
-from relay.delivery.aside import Aside
+from relay.delivery.aside import Aside, Lines
 from relay.delivery.attempt import Attempt, load_attempts
 from relay.delivery.outcome import state_after
 from relay.delivery.record import Sent, record_attempts
@@ -77,6 +77,7 @@ class AttemptPipeline:
         self.owners = Slots(0)  # per owner: tuning.owner_in_flight, no waiting
         self.streaks = FailureStreaks(remind_every=tuning.failing_reminder_every)
         self.aside = Aside()  # jobs that stepped aside: deferred again without a read
+        self.throttled = Lines()  # per subscription with a max_per_second
         self._recorder: Coalescer[Sent, DeliveryStatus | None] = Coalescer(
             self._record_batch, max_batch=tuning.record_batch
         )
@@ -84,7 +85,8 @@ class AttemptPipeline:
     def step_aside(self, job: Job) -> float | None:
         """Seconds to defer a claimed job by, before it is read, if it stepped aside before
         and its reason still holds here (its subscription's circuit is open, or its owner's
-        share of this worker is full); None: load and run it (``relay.delivery.aside``)."""
+        share of this worker or its subscription's slots here are all taken); None: load and
+        run it (``relay.delivery.aside``)."""
         seen = self.aside.get(job.delivery_id)
         if seen is None:
             return None
@@ -93,6 +95,8 @@ class AttemptPipeline:
             return wait * random.uniform(1.0, 1.1)
         if self.owners.full(seen.owner):
             return self.aside.busy_owner_wait(seen)
+        if self.slots.full(seen.subscription_id):
+            return random.uniform(0.5, 1.5)
         return None
 
     async def load(self, jobs: Sequence[Job]) -> list[Attempt | None]:
@@ -192,6 +196,7 @@ class AttemptPipeline:
             raise SubscriptionBusy(defer=self.aside.busy_owner_wait(seen))
         try:
             if not await self.slots.acquire(sub_id, subscription.max_in_flight):
+                # back soon: its own slots free up within a receiver's answer
                 raise SubscriptionBusy(defer=random.uniform(0.5, 1.5))
             try:
                 async with self._gate(attempt, subscription) as heard:
@@ -213,7 +218,7 @@ class AttemptPipeline:
         )
         verdict = await self.gates.enter(request)
         if verdict.kind is not Pass.GRANTED:
-            self._turned_away(verdict)
+            self._turned_away(request, verdict)
         heard: list[bool] = []
         try:
             yield heard
@@ -222,16 +227,17 @@ class AttemptPipeline:
             # round trip, right after (the slot it takes is let go in the same script)
             self.gates.leave(request, heard[0] if heard else None)
 
-    @staticmethod
-    def _turned_away(verdict: Verdict) -> NoReturn:
+    def _turned_away(self, request: GateRequest, verdict: Verdict) -> NoReturn:
         if verdict.kind is Pass.CLOSED:
             raise SubscriptionClosed
         if verdict.kind is Pass.OPEN:  # its endpoint keeps timing out: back later, unspent
             raise SubscriptionBusy(defer=verdict.wait * random.uniform(1.0, 1.1))
         if verdict.kind is Pass.BUSY:  # its max_in_flight is reached across the workers
             raise SubscriptionBusy(defer=random.uniform(0.05, 0.25))
-        # THROTTLED: this second's max_per_second is spent
-        raise SubscriptionBusy(defer=random.uniform(0.05, 1.0))
+        # THROTTLED: this second's max_per_second is spent; back in line
+        spacing = 1 / (request.max_per_second or 1)
+        wait = self.throttled.place(request.subscription_id, spacing)
+        raise SubscriptionBusy(defer=max(wait, 0.05))
 
     async def _record_batch(self, sent: Sequence[Sent]) -> list[DeliveryStatus | None]:
         """The attempts of concurrent jobs in one write transaction; then their next

@@ -122,8 +122,10 @@ local function enter(sub, token, limit, rate)
   return verdict, wait
 end
 
+-- opened a millisecond on: every attempt out now began before it (nothing passes until the
+-- next round, which is opened at its first probe's very millisecond)
 local function open(circuit, length)
-  redis.call('HSET', circuit, 'until', now + length, 'length', length, 'opened', now,
+  redis.call('HSET', circuit, 'until', now + length, 'length', length, 'opened', now + 1,
              'probes', 0)
 end
 
