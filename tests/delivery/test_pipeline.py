@@ -350,3 +350,29 @@ async def test_an_endpoint_that_keeps_timing_out_has_its_circuit_opened(
     assert (probe, after) == ("succeeded", "succeeded")
     row, attempts = await delivery(db, deliveries[2])
     assert (row.attempts, len(attempts)) == (1, 1)  # stepping aside spent no attempt
+
+
+async def test_a_throttled_subscriptions_jobs_come_back_in_line(
+    db: Database, settings: Settings, redis_url: str
+) -> None:
+    """Past its max_per_second, each job turned away is given the next place in the
+    subscription's line, 1/max_per_second after the one before: a backlog comes back about
+    as fast as it can go, not all within the second (20,000 claims and reads a second for a
+    subscription at 20/s, bench/limits.py)."""
+    receiver = Receiver()
+    with serve(receiver.app()) as srv:
+        sub = await add_subscription(db, srv.url + "/hook", max_per_second=2)
+        ids = await add_deliveries(db, [sub], 8)
+        async with worker_context(worker_settings(settings, srv.url), redis_url) as app:
+            began = time.monotonic()
+            defers: list[float] = []
+            for delivery_id in ids:
+                try:
+                    assert await run_job(app, delivery_id, 1) == "succeeded"
+                except SubscriptionBusy as busy:
+                    defers.append(busy.defer)
+            took = time.monotonic() - began
+    assert len(receiver.received) + len(defers) == 8
+    assert len(defers) >= 4, defers  # at most two a second went out
+    assert defers == sorted(defers), defers  # each one further back
+    assert defers[-1] >= 0.5 * len(defers) - took, (defers, took)
