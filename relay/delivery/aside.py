@@ -79,7 +79,7 @@ class Lines:
     about as fast as it can go, not all at once."""
 
     def __init__(self, keep: int = 1000) -> None:
-        self.keep = keep
+        self._prune_at = self.keep = keep
         self._last: dict[str, float] = {}  # key -> monotonic time of its last place
 
     def __len__(self) -> int:
@@ -90,6 +90,7 @@ class Lines:
         now = time.monotonic()
         at = max(self._last.get(key, now), now) + spacing
         self._last[key] = at
-        if len(self._last) > self.keep:  # lines that have ended: nobody is waiting in them
+        if len(self._last) > self._prune_at:  # lines that ended: nobody waits in them
             self._last = {k: t for k, t in self._last.items() if t > now}
+            self._prune_at = max(self.keep, 2 * len(self._last))  # not again at once
         return at - now

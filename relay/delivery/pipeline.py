@@ -105,9 +105,24 @@ class AttemptPipeline:
     async def run(self, attempt: Attempt | None) -> str:
         """Send ``attempt`` if the database still waits for it, and record it; returns the
         delivery's status after it, or why nothing was sent. Raises SubscriptionBusy when
-        the subscription's slots stayed taken (the job goes back in the queue)."""
+        the subscription's slots stayed taken (the job goes back in the queue): the job is
+        remembered as having stepped aside, and forgotten once it ran any other way."""
         if attempt is None:
             return "gone"
+        try:
+            status = await self._run(attempt)
+        except SubscriptionBusy:
+            sub = attempt.subscription
+            if sub is not None:
+                self.aside.note(attempt.delivery_id, sub.id, sub.owner)
+            raise
+        except BaseException:
+            self.aside.forget(attempt.delivery_id)
+            raise
+        self.aside.forget(attempt.delivery_id)
+        return status
+
+    async def _run(self, attempt: Attempt) -> str:
         if not attempt.due:
             return "stale"
         subscription = attempt.subscription
@@ -120,14 +135,9 @@ class AttemptPipeline:
             return "parked"
         try:
             outcome = await self._send(attempt, subscription, attempt.body.encode())
-        except SubscriptionBusy:
-            self.aside.note(attempt.delivery_id, subscription.id, subscription.owner)
-            raise
         except SubscriptionClosed:  # deleted or disabled since the job loaded it
-            self.aside.forget(attempt.delivery_id)
             await self._settle(attempt, None)
             return "closed"
-        self.aside.forget(attempt.delivery_id)
         # Shielded: the attempt was sent, so it must be recorded even if the job's timeout
         # (just above the delivery timeout) fires while the database is slow; a cancelled
         # recording would let the job run again and re-send, ignoring what the receiver said.
