@@ -7,9 +7,10 @@ Three subscriptions get every event of one district (a backlog of ``--events``),
 receiver that answers each POST after ``--delay`` seconds: ``default`` (max_in_flight 8),
 ``wide`` (max_in_flight 50) and ``throttled`` (max_per_second 20). Prints each one's rate
 (default and wide over 10 s once the whole backlog is stored: while it is being polled, wide
-is held to the ingest's rate, ~360/s) and its per-second counts, the wide/default ratio (target >= 5: the rate is max_in_flight / response
-time, so 8 → ~160/s and 50 → ~1,000/s at 50 ms) and the throttled one's mean and worst
-second (target: within 10 % of 20/s over a minute, with two workers).
+is held to the ingest's rate, ~360/s) and its per-second counts, the wide/default ratio
+(target >= 5: the rate is max_in_flight / response time, so 8 → ~160/s and 50 → ~1,000/s at
+50 ms) and the throttled one's mean and worst second (target: within 10 % of 20/s over a
+minute, with two workers).
 """
 
 from __future__ import annotations
