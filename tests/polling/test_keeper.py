@@ -129,7 +129,8 @@ async def test_a_district_paused_meanwhile_stops_being_polled_at_the_next_renewa
             assert paused is not None
             paused.status, paused.updated_at = DistrictStatus.PAUSED, utcnow()
             session.add(paused)
-        await wait_for(lambda: _async(supervisor.tasks[district.id].done()), timeout=5)
+        task = supervisor.tasks[district.id]
+        await wait_for(lambda: _async(task.done()), timeout=5)  # (and maybe dropped already)
         seen = polls(sim)
         await asyncio.sleep(0.5)
         assert polls(sim) == seen
