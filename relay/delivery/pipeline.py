@@ -104,8 +104,9 @@ class AttemptPipeline:
 
     async def run(self, attempt: Attempt | None) -> str:
         """Send ``attempt`` if the database still waits for it, and record it; returns the
-        delivery's status after it, or why nothing was sent. Raises SubscriptionBusy when
-        the subscription's slots stayed taken (the job goes back in the queue): the job is
+        delivery's status after it, or why nothing was sent. Raises SubscriptionBusy when it
+        must step aside (its owner's share or its subscription's slots taken, its gate busy
+        or throttled, its circuit open: the job goes back in the queue); the job is then
         remembered as having stepped aside, and forgotten once it ran any other way."""
         if attempt is None:
             return "gone"
