@@ -49,11 +49,11 @@ async def consuming(settings: Settings, redis_url: str) -> AsyncIterator[WorkerC
             await consumer.drain(within=5)
 
 
-def _consumer(app: WorkerContext) -> DeliveryConsumer:
+def _consumer(app: WorkerContext, queue: str = FIRST_ATTEMPTS_QUEUE) -> DeliveryConsumer:
     return DeliveryConsumer(
         app.queue,
         app.pipeline,
-        FIRST_ATTEMPTS_QUEUE,
+        queue,
         max_jobs=20,
         timeouts=Timeouts(delivery=5, job_margin=0),
         tuning=app.tuning.delivery,
@@ -135,14 +135,14 @@ async def test_a_job_that_must_step_aside_again_is_deferred_unread(
         busy, tripped = await add_deliveries(db, [sub], 2)
         slow = worker_settings(settings, srv.url, delivery_timeout=0.3)
         async with worker_context(slow, redis_url) as app:
-            pipeline, consumer = app.pipeline, _consumer(app)
+            pipeline = app.pipeline
             pipeline.tuning = replace(pipeline.tuning, owner_in_flight=1)
             assert await pipeline.owners.acquire(sub.owner, 1)  # the owner's one slot
             with pytest.raises(SubscriptionBusy) as first:
                 await run_job(app, busy, 1)
             assert first.value.defer <= 3.0
             await _delete_delivery(db, busy)
-            await _claim_once(app, consumer, busy)
+            await _claim_once(app, Job(busy, 1))
             assert 2 * 1.0 - 0.1 <= await _due_in(app, busy) <= 2 * 3.0 + 0.1  # doubled
             pipeline.owners.release(sub.owner)
 
@@ -153,7 +153,7 @@ async def test_a_job_that_must_step_aside_again_is_deferred_unread(
             with pytest.raises(SubscriptionBusy):
                 await run_job(app, tripped, 2)
             await _delete_delivery(db, tripped)
-            await _claim_once(app, consumer, tripped, attempt=2)
+            await _claim_once(app, Job(tripped, 2))
             assert 25 < await _due_in(app, tripped, attempt=2) <= 33.5
     assert len(receiver.received) == 1
 
@@ -163,18 +163,12 @@ async def _delete_delivery(db: Database, delivery_id: int) -> None:
         await session.exec(sa_delete(Delivery).where(col(Delivery.id) == delivery_id))
 
 
-async def _claim_once(
-    app: WorkerContext, consumer: DeliveryConsumer, delivery_id: int, attempt: int = 1
-) -> None:
-    job = Job(delivery_id, attempt, utcnow())
+async def _claim_once(app: WorkerContext, job: Job) -> None:
+    """``job`` due now, and one step of its queue's consumer."""
     await app.redis.zadd(job.queue, {job.id: 0}, xx=True)  # due now, if already queued
-    await RedisQueue(app.redis).enqueue([job])
-    queue = consumer.queue_name
-    consumer.queue_name = job.queue
-    try:
-        assert await consumer.step(asyncio.Event()) == 0.0
-    finally:
-        consumer.queue_name = queue
+    await RedisQueue(app.redis).enqueue([Job(job.delivery_id, job.attempt, utcnow())])
+    consumer = _consumer(app, job.queue)
+    assert await consumer.step(asyncio.Event()) == 0.0
     assert consumer.running == {}  # nothing was started
     assert await app.redis.keys(in_progress_key_prefix + "*") == []
 
