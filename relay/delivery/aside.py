@@ -31,6 +31,18 @@ from dataclasses import dataclass
 _BUSY_OWNER_DOUBLINGS = 5
 
 
+def open_circuit_wait(left: float) -> float:
+    """A job whose subscription's circuit stays open ``left`` seconds: back just after it
+    (spread by a tenth, so a backlog does not return in one instant)."""
+    return left * random.uniform(1.0, 1.1)
+
+
+def busy_slots_wait() -> float:
+    """A job whose subscription's slots here are all taken: back soon, as they free up
+    within a receiver's answer."""
+    return random.uniform(0.5, 1.5)
+
+
 @dataclass(slots=True)
 class SteppedAside:
     """What a job that stepped aside belonged to."""

@@ -34,7 +34,7 @@ from relay.coalesce import Coalescer
 from relay.db import Database, chains, utcnow
 from relay.db.engine import refused
 from relay.db.models import WAITING, Delivery, DeliveryStatus, Subscription
-from relay.delivery.aside import Aside, Lines
+from relay.delivery.aside import Aside, Lines, busy_slots_wait, open_circuit_wait
 from relay.delivery.attempt import Attempt, load_attempts
 from relay.delivery.outcome import state_after
 from relay.delivery.record import Sent, record_attempts
@@ -92,11 +92,11 @@ class AttemptPipeline:
             return None
         wait = self.gates.open_for(seen.subscription_id)
         if wait is not None:
-            return wait * random.uniform(1.0, 1.1)
+            return open_circuit_wait(wait)
         if self.owners.full(seen.owner):
             return self.aside.busy_owner_wait(seen)
         if self.slots.full(seen.subscription_id):
-            return random.uniform(0.5, 1.5)
+            return busy_slots_wait()
         return None
 
     async def load(self, jobs: Sequence[Job]) -> list[Attempt | None]:
@@ -175,7 +175,7 @@ class AttemptPipeline:
     ) -> AttemptOutcome:
         wait = self.gates.open_for(subscription.id)
         if wait is not None:  # its endpoint keeps timing out: back later, unspent
-            raise SubscriptionBusy(defer=wait * random.uniform(1.0, 1.1))
+            raise SubscriptionBusy(defer=open_circuit_wait(wait))
         async with self._turn(attempt, subscription) as heard:
             secrets = active_secrets(
                 subscription.secret,
@@ -207,8 +207,7 @@ class AttemptPipeline:
             raise SubscriptionBusy(defer=self.aside.busy_owner_wait(seen))
         try:
             if not await self.slots.acquire(sub_id, subscription.max_in_flight):
-                # back soon: its own slots free up within a receiver's answer
-                raise SubscriptionBusy(defer=random.uniform(0.5, 1.5))
+                raise SubscriptionBusy(defer=busy_slots_wait())
             try:
                 async with self._gate(attempt, subscription) as heard:
                     yield heard
@@ -242,7 +241,7 @@ class AttemptPipeline:
         if verdict.kind is Pass.CLOSED:
             raise SubscriptionClosed
         if verdict.kind is Pass.OPEN:  # its endpoint keeps timing out: back later, unspent
-            raise SubscriptionBusy(defer=verdict.wait * random.uniform(1.0, 1.1))
+            raise SubscriptionBusy(defer=open_circuit_wait(verdict.wait))
         if verdict.kind is Pass.BUSY:  # its max_in_flight is reached across the workers
             raise SubscriptionBusy(defer=random.uniform(0.05, 0.25))
         # THROTTLED: this second's max_per_second is spent; back in line
