@@ -16,6 +16,10 @@ through the attempt pipeline, and finishes them in bulk.
 A job that outlives ``Timeouts.job`` is abandoned, and its claim lapses at
 ``Timeouts.claim_lapse``, so a killed worker's jobs run elsewhere by then. Running a job
 twice sends at most one extra request and records one attempt (``relay.delivery.pipeline``).
+One watchdog per consumer abandons the overdue jobs, looking every ``WATCH_EVERY`` seconds
+(so a job ends up to that much late, well inside its claim's lapse): an ``asyncio.timeout``
+per job was a timer made and cancelled per webhook, ~3 % of a busy worker's CPU (py-spy on
+``bench/throughput.py``).
 """
 
 from __future__ import annotations
@@ -40,6 +44,9 @@ logger = logging.getLogger("relay.worker")
 #: a job's end: its id, and None (done: it leaves the queue) or when it is due again
 Ending = tuple[str, float | None]
 
+#: how often the watchdog looks for jobs past their deadline (seconds)
+WATCH_EVERY = 0.5
+
 
 class DeliveryConsumer:
     """Consumes ``queue_name`` in one worker process, ``max_jobs`` jobs at a time."""
@@ -61,6 +68,9 @@ class DeliveryConsumer:
         self.timeouts = timeouts
         self.tuning = tuning
         self.running: dict[str, asyncio.Task[None]] = {}
+        self._deadlines: dict[str, float] = {}  # job id → monotonic time it is abandoned at
+        self._overdue: set[str] = set()  # cancelled by the watchdog, not by a shutdown
+        self._watchdog: asyncio.Task[None] | None = None
         self._freed = asyncio.Event()  # set when at least _claim_at_least slots are free
         self._claim_at_least = max(1, max_jobs // 10)
         self._endings: Coalescer[Ending, None] = Coalescer(
@@ -89,11 +99,31 @@ class DeliveryConsumer:
             logger.exception("could not read the claimed deliveries; they stay queued")
             await self._finish([self._deferred(job, self.tuning.error_retry) for job in jobs])
             return self.tuning.idle_poll
+        deadline = time.monotonic() + self.timeouts.job
         for job, attempt in zip(jobs, attempts, strict=True):
             task = asyncio.create_task(self._run(job, attempt), name=job.id)
             self.running[job.id] = task
+            self._deadlines[job.id] = deadline
             task.add_done_callback(self._on_done)
+        if self._watchdog is None or self._watchdog.done():
+            self._watchdog = asyncio.create_task(self._watch(), name=f"{self.queue_name}:watchdog")
         return 0.0
+
+    async def _watch(self) -> None:
+        """Cancel the jobs past their deadline (``_run`` tells that from a shutdown); ends
+        once no job runs, and the next step starts it again. Deadlines are in the order the
+        jobs started (one timeout for all), so it looks no further than the first one ahead."""
+        while self.running:
+            await asyncio.sleep(WATCH_EVERY)
+            now = time.monotonic()
+            for job_id, deadline in list(self._deadlines.items()):
+                if deadline > now:
+                    break
+                del self._deadlines[job_id]
+                task = self.running.get(job_id)
+                if task is not None:
+                    self._overdue.add(job_id)
+                    task.cancel()
 
     async def _step_aside(self, jobs: list[Job]) -> list[Job]:
         """Defer, unread, the jobs the pipeline knows must step aside again; the rest."""
@@ -126,11 +156,13 @@ class DeliveryConsumer:
         ending: Ending = (job.id, None)
         extra = {"delivery_id": job.delivery_id, "attempt": job.attempt}
         try:
-            async with asyncio.timeout(self.timeouts.job):
-                await self.pipeline.run(attempt)
+            await self.pipeline.run(attempt)
         except SubscriptionBusy as busy:
             ending = self._deferred(job, busy.defer)
-        except TimeoutError:
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if job.id not in self._overdue or task is None or task.uncancel() > 0:
+                raise  # a shutdown: the claim lapses and the job runs again
             # the attempt's recording is shielded and goes on; the job stays queued, and when
             # it runs again it finds the attempt recorded (or, if it never was, sends it)
             logger.warning("deliver job timed out", extra=extra)
@@ -139,6 +171,7 @@ class DeliveryConsumer:
             # e.g. the database is down: the attempt is still due, so the job stays queued
             logger.exception("deliver job failed", extra=extra)
             ending = self._deferred(job, self.tuning.error_retry)
+        self._deadlines.pop(job.id, None)  # past its attempt: the watchdog leaves it be
         with contextlib.suppress(RedisError, OSError):
             # if this is lost, the claim lapses and the job runs again: a no-op if its
             # attempt was recorded
@@ -149,7 +182,10 @@ class DeliveryConsumer:
         return job.id, time.time() + seconds
 
     def _on_done(self, task: asyncio.Task[None]) -> None:
-        self.running.pop(task.get_name(), None)
+        job_id = task.get_name()
+        self.running.pop(job_id, None)
+        self._deadlines.pop(job_id, None)
+        self._overdue.discard(job_id)
         if self.max_jobs - len(self.running) >= self._claim_at_least:
             self._freed.set()
 

@@ -142,7 +142,7 @@ class AttemptPipeline:
         # Shielded: the attempt was sent, so it must be recorded even if the job's timeout
         # (just above the delivery timeout) fires while the database is slow; a cancelled
         # recording would let the job run again and re-send, ignoring what the receiver said.
-        status = await asyncio.shield(self._record(attempt, outcome))
+        status = await asyncio.shield(self.record(attempt, outcome))
         self._log(attempt, subscription, outcome, status)
         if status is not None:  # recorded by this run: counted in the streak once
             self.streaks.attempted(subscription.id, attempt.delivery_id, outcome)
@@ -150,25 +150,13 @@ class AttemptPipeline:
             status, _ = state_after(attempt, outcome, self.schedule, utcnow())
         return status.value
 
-    async def _record(self, attempt: Attempt, outcome: AttemptOutcome) -> DeliveryStatus | None:
-        """Record the attempt. If the database refuses what the attempt brought back (a
-        value it cannot hold), it is recorded again without the receiver's reply, saying
-        so: an attempt that cannot be recorded would be sent again and again, unseen. A
-        database that is away (connection errors) is not that: the job runs again later."""
-        try:
-            return await self._recorder.submit((attempt, outcome))
-        except DBAPIError as exc:
-            if not refused(exc):
-                raise
-            why = f"(not stored: the database refused it, {type(exc.orig).__name__})"
-            logger.error(
-                "delivery attempt recorded without the receiver's reply",
-                extra={"delivery_id": attempt.delivery_id, "error": type(exc.orig).__name__},
-            )
-            bare = replace(
-                outcome, response_excerpt=why, error=None if outcome.error is None else why
-            )
-            return await self._recorder.submit((attempt, bare))
+    def record(
+        self, attempt: Attempt, outcome: AttemptOutcome
+    ) -> asyncio.Future[DeliveryStatus | None]:
+        """Record the attempt, with those that end at about the same time
+        (``_record_batch``); done with its delivery's new status (None: a duplicate). A
+        future, not a coroutine: shielding one costs no task."""
+        return self._recorder.put((attempt, outcome))
 
     async def _send(
         self, attempt: Attempt, subscription: Subscription, body: bytes
@@ -251,7 +239,30 @@ class AttemptPipeline:
 
     async def _record_batch(self, sent: Sequence[Sent]) -> list[DeliveryStatus | None]:
         """The attempts of concurrent jobs in one write transaction; then their next
-        attempts in one enqueue (after the commit: a queued job always finds its row)."""
+        attempts in one enqueue (after the commit: a queued job always finds its row).
+
+        If the database refuses what an attempt brought back (a value it cannot hold), it is
+        recorded again without the receiver's reply, saying so: an attempt that cannot be
+        recorded would be sent again and again, unseen. A batch refused as a whole is tried
+        item by item (``Coalescer``), and so finds the one. A database that is away
+        (connection errors) is not that: the job runs again later."""
+        try:
+            return await self._record_all(sent)
+        except DBAPIError as exc:
+            if len(sent) != 1 or not refused(exc):
+                raise
+            [(attempt, outcome)] = sent
+            why = f"(not stored: the database refused it, {type(exc.orig).__name__})"
+            logger.error(
+                "delivery attempt recorded without the receiver's reply",
+                extra={"delivery_id": attempt.delivery_id, "error": type(exc.orig).__name__},
+            )
+            bare = replace(
+                outcome, response_excerpt=why, error=None if outcome.error is None else why
+            )
+            return await self._record_all([(attempt, bare)])
+
+    async def _record_all(self, sent: Sequence[Sent]) -> list[DeliveryStatus | None]:
         async with self.db.write() as session:
             statuses, next_jobs = await record_attempts(
                 session, sent, schedule=self.schedule, disable_after=self.disable_after

@@ -122,6 +122,38 @@ async def test_a_foreign_id_is_dropped_not_retried_forever(
         assert await app.redis.keys(in_progress_key_prefix + "*") == []
 
 
+async def test_a_job_past_its_deadline_is_abandoned_and_stays_queued(
+    db: Database, settings: Settings, redis_url: str
+) -> None:
+    """The watchdog: a job still running ``Timeouts.job`` (1 s here) after it started is
+    abandoned and put back RETRY_AFTER_ERROR later, with nothing recorded, so it is sent
+    again then. Its receiver holds the request for 3 s, inside the sender's own 5 s: without
+    the watchdog the job would end with the receiver's answer, recorded and off the queue."""
+    receiver = Receiver(responder=lambda n: (204, {}, 3.0))
+    with serve(receiver.app()) as srv:
+        sub = await add_subscription(db, srv.url + "/hook")
+        [delivery_id] = await add_deliveries(db, [sub], 1)
+        patient = worker_settings(settings, srv.url, delivery_timeout=5)
+        async with worker_context(patient, redis_url) as app:
+            consumer = DeliveryConsumer(
+                app.queue,
+                app.pipeline,
+                FIRST_ATTEMPTS_QUEUE,
+                max_jobs=20,
+                timeouts=Timeouts(delivery=1, job_margin=0),
+                tuning=app.tuning.delivery,
+            )
+            await RedisQueue(app.redis).enqueue([Job(delivery_id, 1, utcnow())])
+            assert await consumer.step(asyncio.Event()) == 0.0
+            assert list(consumer.running) == [Job(delivery_id, 1).id]
+            await wait_for(lambda: asyncio.sleep(0, not consumer.running), 5)
+            assert RETRY_AFTER_ERROR - 1 < await _due_in(app, delivery_id) <= RETRY_AFTER_ERROR
+            assert await app.redis.keys(in_progress_key_prefix + "*") == []
+    row, attempts = await delivery(db, delivery_id)
+    assert (row.status, row.attempts, attempts) == ("pending", 0, [])
+    assert len(receiver.received) == 1
+
+
 async def test_a_job_that_must_step_aside_again_is_deferred_unread(
     db: Database, settings: Settings, redis_url: str
 ) -> None:

@@ -19,7 +19,7 @@ from starlette.routing import Route
 from relay._exceptions import SubscriptionBusy
 from relay.api.app import create_app
 from relay.db import Database, utcnow
-from relay.db.models import DeliveryAttempt
+from relay.db.models import DeliveryAttempt, DeliveryStatus
 from relay.delivery.sender import AttemptOutcome
 from relay.queue import Job, RedisQueue, redis_settings
 from relay.secrets import RuntimeSecrets
@@ -221,19 +221,25 @@ async def test_an_attempt_the_database_refuses_is_recorded_without_the_reply(
     db: Database, settings: Settings, redis_url: str
 ) -> None:
     """Whatever else a database may refuse in a reply (here NUL, past the sender's clean-up,
-    on PostgreSQL): the attempt is recorded without it, and says so."""
+    on PostgreSQL): the attempt is recorded without it, and says so; an attempt recorded in
+    the same batch keeps its reply."""
     if db.engine.dialect.name != "postgresql":
         pytest.skip("SQLite stores NUL in text: nothing it refuses to provoke this with")
     sub = await add_subscription(db, "http://127.0.0.1:9/hook")
-    (delivery_id,) = await add_deliveries(db, [sub], 1)
+    refused, fine = await add_deliveries(db, [sub], 2)
     async with worker_context(worker_settings(settings, "http://127.0.0.1:9"), redis_url) as app:
-        (attempt,) = await app.pipeline.load([Job(delivery_id, 1)])
-        assert attempt is not None
-        outcome = AttemptOutcome(status_code=200, duration_ms=3, response_excerpt="ok\x00")
-        assert await app.pipeline._record(attempt, outcome) == "succeeded"
-    row, attempts = await delivery(db, delivery_id)
+        first, second = await app.pipeline.load([Job(refused, 1), Job(fine, 1)])
+        assert first is not None
+        assert second is not None
+        bad = AttemptOutcome(status_code=200, duration_ms=3, response_excerpt="ok\x00")
+        good = AttemptOutcome(status_code=200, duration_ms=3, response_excerpt="fine")
+        recorded = [app.pipeline.record(first, bad), app.pipeline.record(second, good)]
+        assert await asyncio.gather(*recorded) == [DeliveryStatus.SUCCEEDED] * 2
+    row, attempts = await delivery(db, refused)
     assert (row.status, row.attempts, len(attempts)) == ("succeeded", 1, 1)
     assert "not stored: the database refused it" in attempts[0].response_excerpt
+    row, attempts = await delivery(db, fine)
+    assert (row.status, [a.response_excerpt for a in attempts]) == ("succeeded", ["fine"])
 
 
 async def test_a_delivery_cancelled_while_in_flight_stays_cancelled(

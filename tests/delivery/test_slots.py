@@ -49,3 +49,38 @@ async def test_a_cancelled_wait_leaves_nothing_behind() -> None:
     await asyncio.gather(waiter, return_exceptions=True)
     slots.release("sub_a")
     assert len(slots) == 0
+
+
+async def test_slots_are_handed_over_in_turn() -> None:
+    slots = Slots(wait=5)
+    assert await slots.acquire("sub_a", 1)
+    order: list[int] = []
+
+    async def attempt(n: int) -> None:
+        assert await slots.acquire("sub_a", 1)
+        order.append(n)
+        await asyncio.sleep(0)
+        slots.release("sub_a")
+
+    waiting = [asyncio.create_task(attempt(n)) for n in range(5)]
+    await asyncio.sleep(0.01)
+    assert slots.full("sub_a")
+    slots.release("sub_a")
+    await asyncio.gather(*waiting)
+    assert order == [0, 1, 2, 3, 4]
+    assert len(slots) == 0
+
+
+async def test_a_wait_cancelled_once_handed_a_slot_hands_it_on() -> None:
+    slots = Slots(wait=5)
+    assert await slots.acquire("sub_a", 1)
+    first = asyncio.create_task(slots.acquire("sub_a", 1))
+    second = asyncio.create_task(slots.acquire("sub_a", 1))
+    await asyncio.sleep(0.01)
+    slots.release("sub_a")  # handed to the first, which has not run since
+    first.cancel()
+    assert await second
+    assert first.cancelled()
+    assert slots.full("sub_a")
+    slots.release("sub_a")
+    assert len(slots) == 0

@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from relay.fanout.matching import (
@@ -62,14 +62,23 @@ def holds(previous: Any, path: str) -> bool:
 
 
 def roles_of(event: dict[str, Any]) -> set[str]:
-    """Oracle: role keys after and before."""
+    """Oracle: role keys after and before (``roles`` that is not an object, such as a
+    ``previous_attributes.roles`` of null, holds none)."""
     data = event["data"]
-    return set(data["object"].get("roles", {})) | set(
-        data.get("previous_attributes", {}).get("roles", {})
-    )
+    after = data["object"].get("roles")
+    before = data.get("previous_attributes", {}).get("roles")
+    return {key for roles in (after, before) if isinstance(roles, dict) for key in roles}
 
 
 @given(events(), st.frozensets(st.sampled_from(ROLES), min_size=1))
+@example(  # roles that were null before: none held then (a generated case once hit)
+    {
+        "id": "64206e4531f12f05cc490fa5",
+        "type": "users.updated",
+        "data": {"object": {"id": "r1", "roles": {}}, "previous_attributes": {"roles": None}},
+    },
+    frozenset({"student"}),
+)
 def test_roles_pass_users_holding_one_before_or_after_and_every_other_type(
     event: dict[str, Any], roles: frozenset[str]
 ) -> None:
