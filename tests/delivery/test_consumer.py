@@ -31,6 +31,7 @@ from tests.support.worker import add_subscription, wait_for, worker_context, wor
 from workers.context import WorkerContext
 
 RETRY_AFTER_ERROR = DeliveryTuning().error_retry
+TIMEOUTS = Timeouts(delivery=5, job_margin=0)
 
 
 @contextlib.asynccontextmanager
@@ -49,14 +50,13 @@ async def consuming(settings: Settings, redis_url: str) -> AsyncIterator[WorkerC
             await consumer.drain(within=5)
 
 
-def _consumer(app: WorkerContext, queue: str = FIRST_ATTEMPTS_QUEUE) -> DeliveryConsumer:
+def _consumer(
+    app: WorkerContext,
+    queue: str = FIRST_ATTEMPTS_QUEUE,
+    timeouts: Timeouts = TIMEOUTS,
+) -> DeliveryConsumer:
     return DeliveryConsumer(
-        app.queue,
-        app.pipeline,
-        queue,
-        max_jobs=20,
-        timeouts=Timeouts(delivery=5, job_margin=0),
-        tuning=app.tuning.delivery,
+        app.queue, app.pipeline, queue, max_jobs=20, timeouts=timeouts, tuning=app.tuning.delivery
     )
 
 
@@ -135,14 +135,7 @@ async def test_a_job_past_its_deadline_is_abandoned_and_stays_queued(
         [delivery_id] = await add_deliveries(db, [sub], 1)
         patient = worker_settings(settings, srv.url, delivery_timeout=5)
         async with worker_context(patient, redis_url) as app:
-            consumer = DeliveryConsumer(
-                app.queue,
-                app.pipeline,
-                FIRST_ATTEMPTS_QUEUE,
-                max_jobs=20,
-                timeouts=Timeouts(delivery=1, job_margin=0),
-                tuning=app.tuning.delivery,
-            )
+            consumer = _consumer(app, timeouts=Timeouts(delivery=1, job_margin=0))
             await RedisQueue(app.redis).enqueue([Job(delivery_id, 1, utcnow())])
             assert await consumer.step(asyncio.Event()) == 0.0
             assert list(consumer.running) == [Job(delivery_id, 1).id]
