@@ -29,7 +29,7 @@ from relay.logs import quiet_server_banners
 from relay.queue.embedded import EmbeddedRedis
 from relay.secrets import RuntimeSecrets, resolve_secrets
 from relay.settings import Settings, get_settings
-from workers.process import run_worker
+from workers.process import run_worker, tune_garbage_collector
 
 NAME = "run"
 HELP = "run everything on embedded defaults (migrate, Redis, API, worker, simulator)"
@@ -175,6 +175,7 @@ def main(args: argparse.Namespace) -> int:
     if not redis_url:
         embedded = EmbeddedRedis(settings.data_dir).start()
         redis_url = embedded.url
+    tune_garbage_collector(settings.tuning.gc)
     try:
         asyncio.run(_run(args, settings, runtime, redis_url, sockets))
     finally:

@@ -9,7 +9,7 @@ import signal
 from relay._exceptions import ConfigError
 from relay.queue.embedded import configured_redis_url
 from relay.settings import Settings, get_settings
-from workers.process import run_worker
+from workers.process import run_worker, tune_garbage_collector
 
 NAME = "worker"
 HELP = "run a worker: poll Clever, deliver webhooks, reconcile the queue"
@@ -40,6 +40,7 @@ async def serve_until_signalled(settings: Settings, redis_url: str) -> None:
 def main(args: argparse.Namespace) -> int:
     del args
     settings = get_settings()
+    tune_garbage_collector(settings.tuning.gc)
     # uvloop (installed with uvicorn[standard]) where available: a busy worker's event loop
     # is a measurable share of its CPU
     try:
