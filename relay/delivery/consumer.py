@@ -116,7 +116,8 @@ class DeliveryConsumer:
         while self.running:
             await asyncio.sleep(WATCH_EVERY)
             now = time.monotonic()
-            for job_id, deadline in list(self._deadlines.items()):
+            while self._deadlines:
+                job_id, deadline = next(iter(self._deadlines.items()))
                 if deadline > now:
                     break
                 del self._deadlines[job_id]
