@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from relay.db.models import WAITING, Delivery, Event, Subscription
-from relay.db.tables import table_of
+from relay.db.tables import one_of, table_of
 
 #: (delivery id, attempts, manual_retry) of a released delivery: its next job
 Released = tuple[int, int, bool]
@@ -141,17 +141,25 @@ async def release(conn: AsyncConnection, ended: Collection[int], now: datetime) 
     status, in this transaction) due now; returns them, to be queued after the commit."""
     if not ended:
         return []
-    return await _release(conn, table_of(Delivery).c.waiting_for.in_(set(ended)), now)
+    waiting = one_of(table_of(Delivery).c.waiting_for, "ended")
+    return await _release(conn, waiting, now, ended=set(ended))
 
 
-async def _release(conn: AsyncConnection, which: Any, now: datetime) -> list[Released]:
+async def _release(
+    conn: AsyncConnection, which: Any, now: datetime, **params: Any
+) -> list[Released]:
     deliveries = table_of(Delivery)
     result = await conn.execute(
         deliveries.update()
         .where(which)
         .where(deliveries.c.waiting_for.is_not(None))
         .where(deliveries.c.status.in_(WAITING))
-        .values(waiting_for=None, next_attempt_at=now, updated_at=now)
-        .returning(deliveries.c.id, deliveries.c.attempts, deliveries.c.manual_retry)
+        .values(
+            waiting_for=None,
+            next_attempt_at=sa.bindparam("now", type_=deliveries.c.next_attempt_at.type),
+            updated_at=sa.bindparam("now", type_=deliveries.c.updated_at.type),
+        )
+        .returning(deliveries.c.id, deliveries.c.attempts, deliveries.c.manual_retry),
+        {"now": now, **params},
     )
     return [(int(i), int(n), bool(m)) for i, n, m in result.all()]

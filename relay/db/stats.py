@@ -73,16 +73,11 @@ def _tally(counted: Iterable[Counted]) -> list[dict[str, Any]]:
     return [rows[key] for key in sorted(rows)]
 
 
-async def count_attempts(conn: AsyncConnection, counted: Iterable[Counted]) -> None:
-    """Add ``counted`` to the hourly rows, in the caller's (record) transaction."""
-    rows = _tally(counted)
-    if not rows:
-        return
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+def _upsert(dialect: Any) -> Any:
     table = table_of(SubscriptionHour)
-    stmt = dialect.insert(table).values(rows)
+    stmt = dialect.insert(table)
     new = stmt.excluded
-    stmt = stmt.on_conflict_do_update(
+    return stmt.on_conflict_do_update(
         index_elements=[table.c.subscription_id, table.c.hour],
         set_={name: table.c[name] + new[name] for name in _SUMS}
         | {
@@ -93,7 +88,19 @@ async def count_attempts(conn: AsyncConnection, counted: Iterable[Counted]) -> N
             for name in _LATEST
         },
     )
-    await conn.execute(stmt)
+
+
+#: one upsert per dialect, built once and run for many rows: a multi-row VALUES has a
+#: different text for every number of rows (compiled and prepared again each time), and
+#: an ``ON CONFLICT … SET`` built from a dict has no cache key, so it compiled every time
+_UPSERTS = {"postgresql": _upsert(postgresql), "sqlite": _upsert(sqlite)}
+
+
+async def count_attempts(conn: AsyncConnection, counted: Iterable[Counted]) -> None:
+    """Add ``counted`` to the hourly rows, in the caller's (record) transaction."""
+    rows = _tally(counted)
+    if rows:
+        await conn.execute(_UPSERTS[conn.dialect.name], rows)
 
 
 @dataclass

@@ -11,11 +11,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from sqlmodel import col, select
+from sqlmodel import select
 
 from relay.db import Database
 from relay.db.models import WAITING, Delivery, Event, Subscription
-from relay.db.tables import table_of
+from relay.db.tables import one_of, table_of
 from relay.queue import Job
 
 
@@ -57,33 +57,40 @@ class Attempt:
         )
 
 
+_deliveries, _events = table_of(Delivery), table_of(Event)
+#: built once: a statement object reused keeps its cache key, where one built per batch is
+#: traversed again each time to find its compiled form
+_LOAD = (
+    sa.select(
+        _deliveries.c.id,
+        _deliveries.c.status,
+        _deliveries.c.attempts,
+        _deliveries.c.manual_attempts,
+        _deliveries.c.manual_retry,
+        _deliveries.c.waiting_for,
+        _deliveries.c.subscription_id,
+        _deliveries.c.event_id,
+        _deliveries.c.event_type,
+        _events.c.body,
+    )
+    .select_from(_deliveries.outerjoin(_events, _events.c.id == _deliveries.c.event_id))
+    .where(one_of(_deliveries.c.id, "ids"))
+)
+_subscriptions = table_of(Subscription)
+_SUBSCRIPTIONS = select(Subscription).where(
+    one_of(_subscriptions.c.id, "ids", _subscriptions.c.id.type)
+)
+
+
 async def load_attempts(db: Database, jobs: Sequence[Job]) -> list[Attempt | None]:
     """Each job's attempt (None where the delivery is gone): two queries for the batch."""
-    deliveries, events = table_of(Delivery), table_of(Event)
-    query = (
-        sa.select(
-            deliveries.c.id,
-            deliveries.c.status,
-            deliveries.c.attempts,
-            deliveries.c.manual_attempts,
-            deliveries.c.manual_retry,
-            deliveries.c.waiting_for,
-            deliveries.c.subscription_id,
-            deliveries.c.event_id,
-            deliveries.c.event_type,
-            events.c.body,
-        )
-        .select_from(deliveries.outerjoin(events, events.c.id == deliveries.c.event_id))
-        .where(deliveries.c.id.in_({job.delivery_id for job in jobs}))
-    )
     async with db.read() as session:
-        rows = {int(row.id): row for row in (await (await session.connection()).execute(query))}
+        conn = await session.connection()
+        loaded = await conn.execute(_LOAD, {"ids": {job.delivery_id for job in jobs}})
+        rows = {int(row.id): row for row in loaded}
         wanted = {row.subscription_id for row in rows.values()}
         subscriptions = {
-            s.id: s
-            for s in (
-                await session.exec(select(Subscription).where(col(Subscription.id).in_(wanted)))
-            ).all()
+            s.id: s for s in (await session.exec(_SUBSCRIPTIONS, params={"ids": wanted})).all()
         }
     attempts: list[Attempt | None] = []
     for job in jobs:

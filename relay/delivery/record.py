@@ -21,7 +21,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from relay.db import chains, utcnow
 from relay.db.models import FINAL, Delivery, DeliveryAttempt, DeliveryStatus, Subscription
 from relay.db.stats import Counted, count_attempts
-from relay.db.tables import table_of
+from relay.db.tables import one_of, table_of
 from relay.delivery.attempt import Attempt
 from relay.delivery.outcome import state_after
 from relay.delivery.schedule import RetrySchedule
@@ -32,6 +32,21 @@ from relay.queue import Job, next_attempts
 logger = logging.getLogger("relay.delivery")
 
 Sent = tuple[Attempt, AttemptOutcome]
+
+_deliveries = table_of(Delivery)
+# built once (a reused statement keeps its cache key), the ids bound as one list
+_LOCK = (
+    select(_deliveries.c.id, _deliveries.c.attempts, _deliveries.c.status)
+    .where(one_of(_deliveries.c.id, "ids"))
+    .with_for_update()
+)
+_UPDATE = (
+    _deliveries.update()
+    .where(_deliveries.c.id == bindparam("b_id"))
+    .where(_deliveries.c.attempts == bindparam("b_expected"))
+    .values(manual_retry=False)
+)
+_INSERT_ATTEMPTS = table_of(DeliveryAttempt).insert()
 
 
 async def record_attempts(
@@ -57,12 +72,7 @@ async def record_attempts(
     if not sent:
         return [], []
     conn = await session.connection()
-    deliveries = table_of(Delivery)
-    rows = await conn.execute(
-        select(deliveries.c.id, deliveries.c.attempts, deliveries.c.status)
-        .where(deliveries.c.id.in_({attempt.delivery_id for attempt, _ in sent}))
-        .with_for_update()
-    )
+    rows = await conn.execute(_LOCK, {"ids": {attempt.delivery_id for attempt, _ in sent}})
     now = utcnow()  # with the rows locked: next attempts are due after this commit starts
     locked = rows.all()
     current: dict[int, int] = {int(i): int(n) for i, n, _ in locked}
@@ -85,17 +95,11 @@ async def record_attempts(
         statuses.append(status)
         if next_at is not None:
             next_jobs.append(Job(attempt.delivery_id, attempt.number + 1, next_at))
-        updates.append(_delivery_update(attempt, outcome, status, next_at))
+        updates.append(_delivery_update(attempt, outcome, status, next_at, now))
         attempt_rows.append(_attempt_row(attempt, outcome))
     if updates:
-        await conn.execute(
-            deliveries.update()
-            .where(deliveries.c.id == bindparam("b_id"))
-            .where(deliveries.c.attempts == bindparam("b_expected"))
-            .values(manual_retry=False, updated_at=now),
-            updates,
-        )
-        await conn.execute(table_of(DeliveryAttempt).insert(), attempt_rows)
+        await conn.execute(_UPDATE, updates)
+        await conn.execute(_INSERT_ATTEMPTS, attempt_rows)
     recorded = [
         (a, o, s)
         for (a, o), s in zip(sent, statuses, strict=True)
@@ -166,10 +170,15 @@ async def _failed_notices(
 
 
 def _delivery_update(
-    attempt: Attempt, outcome: AttemptOutcome, status: DeliveryStatus, next_at: datetime | None
+    attempt: Attempt,
+    outcome: AttemptOutcome,
+    status: DeliveryStatus,
+    next_at: datetime | None,
+    now: datetime,
 ) -> dict[str, object]:
     return {
         "b_id": attempt.delivery_id,
+        "updated_at": now,
         "b_expected": attempt.number - 1,
         "attempts": attempt.number,
         "manual_attempts": attempt.manual_attempts + (1 if attempt.manual_retry else 0),

@@ -1,0 +1,39 @@
+"""``one_of``: a list bound as one parameter, on the real database."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from relay.db import Database
+from relay.db.models import Delivery, Subscription
+from relay.db.tables import one_of, table_of
+from tests.support.deliveries import add_deliveries
+
+
+async def test_one_of_matches_the_listed_values_whatever_their_number(db: Database) -> None:
+    subs = [Subscription(owner="o", url="http://127.0.0.1:9/", secret="whsec_x") for _ in "ab"]
+    async with db.write() as session:
+        session.add_all(subs)
+    sub_a = subs[0].id
+    ids = await add_deliveries(db, subs, 3)
+    deliveries, subscriptions = table_of(Delivery), table_of(Subscription)
+    by_id = sa.select(deliveries.c.id).where(one_of(deliveries.c.id, "ids"))
+    by_sub = sa.select(subscriptions.c.id).where(
+        one_of(subscriptions.c.id, "ids", subscriptions.c.id.type)
+    )
+    async with db.read() as session:
+        conn = await session.connection()
+        for wanted in ([], ids[:1], ids[1:4], [*ids, -1, ids[0]]):
+            found = (await conn.execute(by_id, {"ids": wanted})).scalars().all()
+            assert sorted(found) == sorted(set(wanted) - {-1})
+        found = (await conn.execute(by_sub, {"ids": [sub_a, "nope"]})).scalars().all()
+        assert found == [sub_a]
+
+
+def test_one_of_is_one_placeholder_and_cached() -> None:
+    deliveries = table_of(Delivery)
+    statement = sa.select(deliveries.c.id).where(one_of(deliveries.c.id, "ids"))
+    assert "= ANY(" in str(statement.compile(dialect=postgresql.dialect()))
+    assert "json_each(?)" in str(statement.compile(dialect=sqlite.dialect()))
+    assert statement._generate_cache_key() is not None  # compiled once, then cached
