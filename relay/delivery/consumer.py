@@ -101,9 +101,10 @@ class DeliveryConsumer:
             return self.tuning.idle_poll
         deadline = time.monotonic() + self.timeouts.job
         for job, attempt in zip(jobs, attempts, strict=True):
-            task = asyncio.create_task(self._run(job, attempt), name=job.id)
-            self.running[job.id] = task
-            self._deadlines[job.id] = deadline
+            job_id = job.id  # a property that formats: once per job
+            task = asyncio.create_task(self._run(job, job_id, attempt), name=job_id)
+            self.running[job_id] = task
+            self._deadlines[job_id] = deadline
             task.add_done_callback(self._on_done)
         if self._watchdog is None or self._watchdog.done():
             self._watchdog = asyncio.create_task(self._watch(), name=f"{self.queue_name}:watchdog")
@@ -153,26 +154,26 @@ class DeliveryConsumer:
         for waiting in pending:
             waiting.cancel()
 
-    async def _run(self, job: Job, attempt: Attempt | None) -> None:
-        ending: Ending = (job.id, None)
+    async def _run(self, job: Job, job_id: str, attempt: Attempt | None) -> None:
+        ending: Ending = (job_id, None)
         extra = {"delivery_id": job.delivery_id, "attempt": job.attempt}
         try:
             await self.pipeline.run(attempt)
         except SubscriptionBusy as busy:
-            ending = self._deferred(job, busy.defer)
+            ending = (job_id, time.time() + busy.defer)
         except asyncio.CancelledError:
             task = asyncio.current_task()
-            if job.id not in self._overdue or task is None or task.uncancel() > 0:
+            if job_id not in self._overdue or task is None or task.uncancel() > 0:
                 raise  # a shutdown: the claim lapses and the job runs again
             # the attempt's recording is shielded and goes on; the job stays queued, and when
             # it runs again it finds the attempt recorded (or, if it never was, sends it)
             logger.warning("deliver job timed out", extra=extra)
-            ending = self._deferred(job, self.tuning.error_retry)
+            ending = (job_id, time.time() + self.tuning.error_retry)
         except Exception:
             # e.g. the database is down: the attempt is still due, so the job stays queued
             logger.exception("deliver job failed", extra=extra)
-            ending = self._deferred(job, self.tuning.error_retry)
-        self._deadlines.pop(job.id, None)  # past its attempt: the watchdog leaves it be
+            ending = (job_id, time.time() + self.tuning.error_retry)
+        self._deadlines.pop(job_id, None)  # past its attempt: the watchdog leaves it be
         with contextlib.suppress(RedisError, OSError):
             # if this is lost, the claim lapses and the job runs again: a no-op if its
             # attempt was recorded

@@ -180,29 +180,36 @@ class AttemptPipeline:
     async def _turn(
         self, attempt: Attempt, subscription: Subscription
     ) -> AsyncIterator[list[bool]]:
-        """Hold the attempt's places while it is sent: one of its owner's slots in this
-        worker, one of its subscription's here, and its pass through the subscription's gate
-        shared by all workers (``relay.queue.gates``). Raises SubscriptionBusy (the job steps
-        aside) or SubscriptionClosed. The caller appends whether the receiver answered (for
-        the subscription's circuit) to the list it is given. Released once the receiver
+        """Hold the attempt's places while it is sent: one of its subscription's slots here
+        (waiting for one in turn, up to ``slot_wait``), then one of its owner's share of this
+        worker, and its pass through the subscription's gate shared by all workers
+        (``relay.queue.gates``). Raises SubscriptionBusy (the job steps aside) or
+        SubscriptionClosed. The caller appends whether the receiver answered (for the
+        subscription's circuit) to the list it is given. Released once the receiver
         answered, not once the attempt is recorded: holding them through the shared write
-        measured a third slower (bench/throughput.py)."""
+        measured a third slower (bench/throughput.py).
+
+        The owner's share counts attempts being sent, not jobs waiting for a slot: a wait
+        ends within ``slot_wait``, a hanging attempt only at the delivery timeout. Counting
+        the waiters too turned one owner's backlog to its five subscriptions into churn (40
+        attempts in flight, 210 jobs waiting for their slots, every other job claimed and
+        sent back 1-3 s later: 195,541 claims for 50,000 deliveries, bench/throughput.py)."""
         owner, sub_id = subscription.owner, subscription.id
-        if not await self.owners.acquire(owner, self.tuning.owner_in_flight):
-            # further back than a busy subscription, and further each time: the owner's
-            # other jobs are queued too
-            seen = self.aside.note(attempt.delivery_id, sub_id, owner)
-            raise SubscriptionBusy(defer=self.aside.busy_owner_wait(seen))
+        if not await self.slots.acquire(sub_id, subscription.max_in_flight):
+            raise SubscriptionBusy(defer=busy_slots_wait())
         try:
-            if not await self.slots.acquire(sub_id, subscription.max_in_flight):
-                raise SubscriptionBusy(defer=busy_slots_wait())
+            if not await self.owners.acquire(owner, self.tuning.owner_in_flight):
+                # further back than a busy subscription, and further each time: the owner's
+                # other jobs are queued too
+                seen = self.aside.note(attempt.delivery_id, sub_id, owner)
+                raise SubscriptionBusy(defer=self.aside.busy_owner_wait(seen))
             try:
                 async with self._gate(attempt, subscription) as heard:
                     yield heard
             finally:
-                self.slots.release(sub_id)
+                self.owners.release(owner)
         finally:
-            self.owners.release(owner)
+            self.slots.release(sub_id)
 
     @contextlib.asynccontextmanager
     async def _gate(

@@ -49,11 +49,13 @@ class Job:
         if len(parts) == 4 and parts[3] != "manual":
             return None
         try:
-            job = cls(int(parts[1]), int(parts[2]), manual=len(parts) == 4)
+            delivery_id, attempt = int(parts[1]), int(parts[2])
         except ValueError:
             return None
         # "deliver:007:1" would finish as "deliver:7:1" and stay queued forever: not ours
-        return job if job.id == job_id else None
+        if parts[1] != str(delivery_id) or parts[2] != str(attempt):
+            return None
+        return cls(delivery_id, attempt, manual=len(parts) == 4)
 
 
 def next_attempts(rows: Iterable[tuple[int, int, bool]], due_at: datetime) -> list[Job]:

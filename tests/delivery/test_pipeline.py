@@ -328,6 +328,31 @@ async def test_one_owners_hanging_endpoints_leave_the_worker_to_others(
     assert len(healthy.received) == 1
 
 
+async def test_jobs_waiting_for_a_subscription_slot_do_not_count_against_the_owner(
+    db: Database, settings: Settings, redis_url: str
+) -> None:
+    """The owner's share counts attempts being sent: jobs queued behind their subscription's
+    one slot (each waits at most ``slot_wait``) leave the share to the owner's other
+    subscriptions, where counting them turned a backlog into jobs sent back and claimed
+    again and again."""
+    slow = Receiver(responder=lambda n: (204, {}, 0.5))
+    quick = Receiver()
+    with serve(slow.app()) as slow_srv, serve(quick.app()) as quick_srv:
+        narrow = await add_subscription(db, slow_srv.url + "/hook", max_in_flight=1)
+        other = await add_subscription(db, quick_srv.url + "/hook")
+        queued = await add_deliveries(db, [narrow], 3)
+        (elsewhere,) = await add_deliveries(db, [other], 1)
+        async with worker_context(worker_settings(settings, slow_srv.url), redis_url) as app:
+            app.pipeline.tuning = replace(app.pipeline.tuning, owner_in_flight=2)
+            app.pipeline.slots.wait = 5.0
+            held = [asyncio.create_task(run_job(app, d, 1)) for d in queued]
+            await wait_for(lambda: asyncio.sleep(0, len(slow.received) == 1), 10, 0.01)
+            # one attempt out, two jobs waiting for its slot: the owner has room for one more
+            assert await run_job(app, elsewhere, 1) == "succeeded"
+            assert await asyncio.gather(*held) == ["succeeded"] * 3
+    assert len(quick.received) == 1
+
+
 async def test_an_endpoint_that_keeps_timing_out_has_its_circuit_opened(
     db: Database, settings: Settings, redis_url: str
 ) -> None:
