@@ -133,7 +133,9 @@ async def release_subscription(
     conn: AsyncConnection, subscription_id: str, now: datetime
 ) -> list[Released]:
     """Make every delivery of the subscription that waits due now (ordering switched off)."""
-    return await _release(conn, table_of(Delivery).c.subscription_id == subscription_id, now)
+    deliveries = table_of(Delivery)
+    mine = (deliveries.c.subscription_id == subscription_id) & deliveries.c.status.in_(WAITING)
+    return await _release(conn, mine, now)
 
 
 async def release(conn: AsyncConnection, ended: Collection[int], now: datetime) -> list[Released]:
@@ -141,25 +143,36 @@ async def release(conn: AsyncConnection, ended: Collection[int], now: datetime) 
     status, in this transaction) due now; returns them, to be queued after the commit."""
     if not ended:
         return []
-    waiting = one_of(table_of(Delivery).c.waiting_for, "ended")
-    return await _release(conn, waiting, now, ended=set(ended))
+    return await _release(conn, _waiters_of("ended"), now, ended=set(ended))
 
 
-async def _release(
-    conn: AsyncConnection, which: Any, now: datetime, **params: Any
-) -> list[Released]:
+def _waiters_of(name: str) -> sa.ColumnElement[bool]:
+    """The waiting deliveries that wait for one of the ids bound to ``name``. Their status
+    is compared as ``status || ''``, which no index can serve, so that SQLite (which keeps
+    no statistics) looks them up by ``waiting_for``, not through every waiting delivery by
+    status: with 50,000 due, that one statement took 13 ms of every record batch."""
     deliveries = table_of(Delivery)
-    result = await conn.execute(
+    return one_of(deliveries.c.waiting_for, name) & deliveries.c.status.concat("").in_(WAITING)
+
+
+def _releasing(which: Any) -> sa.Update:
+    """The statement that makes the waiting deliveries ``which`` picks due at ``:now``."""
+    deliveries = table_of(Delivery)
+    return (
         deliveries.update()
         .where(which)
         .where(deliveries.c.waiting_for.is_not(None))
-        .where(deliveries.c.status.in_(WAITING))
         .values(
             waiting_for=None,
             next_attempt_at=sa.bindparam("now", type_=deliveries.c.next_attempt_at.type),
             updated_at=sa.bindparam("now", type_=deliveries.c.updated_at.type),
         )
-        .returning(deliveries.c.id, deliveries.c.attempts, deliveries.c.manual_retry),
-        {"now": now, **params},
+        .returning(deliveries.c.id, deliveries.c.attempts, deliveries.c.manual_retry)
     )
+
+
+async def _release(
+    conn: AsyncConnection, which: Any, now: datetime, **params: Any
+) -> list[Released]:
+    result = await conn.execute(_releasing(which), {"now": now, **params})
     return [(int(i), int(n), bool(m)) for i, n, m in result.all()]

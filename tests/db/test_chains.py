@@ -4,13 +4,16 @@ other in Clever's order, and the transaction that ends one releases the next."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import pytest
 from arq.connections import create_pool
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import event
 from sqlmodel import select
 
-from relay.db import Database, utcnow
+from relay.db import Database, chains, utcnow
 from relay.db.models import WAITING, Delivery, Replay, Subscription
 from relay.db.retention import purge_deliveries
 from relay.delivery.replay import ReplayRunner, request_replay
@@ -192,3 +195,30 @@ async def test_a_replay_to_an_ordered_subscription_chains_each_record(
     async with db.read() as session:
         replay = (await session.exec(select(Replay))).one()
     assert (replay.done, replay.matched, replay.requeued) == (True, 4, 4)
+
+
+async def test_sqlite_finds_the_waiters_of_ended_deliveries_by_what_they_wait_for(
+    db: Database,
+) -> None:
+    """The release in every record batch looks the waiters up through ``waiting_for``:
+    SQLite keeps no statistics, and picked the status index, scanning every due delivery."""
+    if db.engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL plans from statistics")
+    sent: list[tuple[str, Any]] = []
+
+    def keep(_c: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        sent.append((statement, parameters))
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", keep)
+    try:
+        async with db.write() as session:
+            await chains.release(await session.connection(), [1, 2], utcnow())
+    finally:
+        event.remove(db.engine.sync_engine, "before_cursor_execute", keep)
+    [(statement, parameters)] = [(s, p) for s, p in sent if s.startswith("UPDATE deliveries")]
+    async with db.read() as session:
+        conn = await session.connection()
+        plan = await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
+        steps = [str(row[-1]) for row in plan]
+    assert any("USING INDEX ix_deliveries_waiting_for" in step for step in steps), steps
+    assert not any("ix_deliveries_status" in step for step in steps), steps
