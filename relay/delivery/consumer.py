@@ -100,9 +100,10 @@ class DeliveryConsumer:
             await self._finish([self._deferred(job, self.tuning.error_retry) for job in jobs])
             return self.tuning.idle_poll
         deadline = time.monotonic() + self.timeouts.job
+        loop = asyncio.get_running_loop()  # once: asyncio.create_task asks (getpid) per task
         for job, attempt in zip(jobs, attempts, strict=True):
             job_id = job.id  # a property that formats: once per job
-            task = asyncio.create_task(self._run(job, job_id, attempt), name=job_id)
+            task = loop.create_task(self._run(job, job_id, attempt), name=job_id)
             self.running[job_id] = task
             self._deadlines[job_id] = deadline
             task.add_done_callback(self._on_done)

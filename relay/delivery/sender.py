@@ -17,8 +17,8 @@ connection rather than buffered.
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -167,8 +167,11 @@ class WebhookSender:
         )
         self._session = aiohttp.ClientSession(
             connector=connector,
-            # The whole attempt is bounded by asyncio.timeout in send(); one timer is cheaper.
-            timeout=aiohttp.ClientTimeout(total=None),
+            # One deadline for the whole attempt (waiting for a connection, sending, the
+            # reply and its excerpt), to the millisecond (no rounding up to whole seconds):
+            # aiohttp's own timer, where asyncio.timeout() around it asked the running loop
+            # three times per attempt, each a getpid() system call on Python 3.11
+            timeout=aiohttp.ClientTimeout(total=self.timeout, ceil_threshold=math.inf),
             cookie_jar=aiohttp.DummyCookieJar(),  # never carry one receiver's cookies around
             trust_env=False,  # no proxy from the environment: the policy checks direct addresses
             raise_for_status=False,
@@ -235,14 +238,13 @@ class WebhookSender:
                 return done()
 
         try:
-            async with asyncio.timeout(self.timeout):
-                async with session.post(
-                    target, data=body, headers=headers, allow_redirects=False
-                ) as response:
-                    status = response.status
-                    retry_after = response.headers.get("Retry-After")
-                    error = _status_error(status, response.reason, response.headers.get("Location"))
-                    excerpt = await _read_excerpt(response.content)
+            async with session.post(
+                target, data=body, headers=headers, allow_redirects=False
+            ) as response:
+                status = response.status
+                retry_after = response.headers.get("Retry-After")
+                error = _status_error(status, response.reason, response.headers.get("Location"))
+                excerpt = await _read_excerpt(response.content)
         except TimeoutError:
             if status is None:
                 error = f"timeout: no response within {_fmt_seconds(self.timeout)}"
