@@ -8,7 +8,8 @@ or once per cooldown, and was read from the database each time only to learn its
 and step aside again: that churn took most of a worker's CPU and put other owners' deliveries
 seconds behind (p50 2-4 s, from 1 s). A job remembered here is deferred again at its claim,
 before anything is read, while its subscription's circuit is open or its owner's share is
-all taken; and each time a busy owner turns it away it comes back later (1-3 s, doubling).
+all taken; and each time a busy owner turns it away it comes back later (0.25-0.75 s,
+doubling).
 A throttled subscription's jobs come back in line (``Lines``), one per 1/``max_per_second``:
 a backlog of 20,000 jobs to a subscription at 20/s, each back within a second, was 20,000
 claims and reads a second for 20 attempts (``bench/limits.py``).
@@ -25,10 +26,14 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-#: a job turned away by a busy owner comes back after 1-3 s times 2 ** (times turned away - 1),
-#: the doubling capped here (32-96 s): an owner whose share stays full for minutes has its
-#: jobs claimed about as often as its slots free up, not every two seconds each
-_BUSY_OWNER_DOUBLINGS = 5
+#: a job turned away by a busy owner comes back after 0.25-0.75 s times 2 ** (times turned away
+#: - 1), the doubling capped here (32-96 s): an owner whose share stays full for minutes has
+#: its jobs claimed about as often as its slots free up, not every second each. The first
+#: wait is short because a share is most often full for a moment, in a burst to many
+#: subscriptions: starting at 1-3 s, the fan-out of 20 events to 300 subscriptions waited
+#: for its last turned-away jobs (bench/fanout.py while 1,000 districts were polled: 1,119
+#: -> 1,500/s), while a hanging owner's jobs reach the long waits two turns later
+_BUSY_OWNER_DOUBLINGS = 7
 
 
 def open_circuit_wait(left: float) -> float:
@@ -82,7 +87,7 @@ class Aside:
     def busy_owner_wait(job: SteppedAside) -> float:
         """Seconds until a job its busy owner turned away comes back (counting this time)."""
         job.busy_owner += 1
-        return random.uniform(1.0, 3.0) * (1 << min(job.busy_owner - 1, _BUSY_OWNER_DOUBLINGS))
+        return random.uniform(0.25, 0.75) * (1 << min(job.busy_owner - 1, _BUSY_OWNER_DOUBLINGS))
 
 
 class Lines:

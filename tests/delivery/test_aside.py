@@ -24,8 +24,8 @@ def test_a_busy_owner_sends_a_job_further_back_each_time() -> None:
     seen = Aside().note(1, "sub", "team")
     waits = [Aside.busy_owner_wait(seen) for _ in range(8)]
     for turn, wait in enumerate(waits):
-        doubled = 2 ** min(turn, 5)
-        assert 1.0 * doubled <= wait <= 3.0 * doubled, (turn, wait)
+        doubled = 2 ** min(turn, 7)
+        assert 0.25 * doubled <= wait <= 0.75 * doubled, (turn, wait)
 
 
 def test_a_line_gives_each_place_one_spacing_after_the_last_and_ends() -> None:
