@@ -165,10 +165,10 @@ async def test_a_job_that_must_step_aside_again_is_deferred_unread(
             assert await pipeline.owners.acquire(sub.owner, 1)  # the owner's one slot
             with pytest.raises(SubscriptionBusy) as first:
                 await run_job(app, busy, 1)
-            assert first.value.defer <= 3.0
+            assert first.value.defer <= 0.75
             await _delete_delivery(db, busy)
             await _claim_once(app, Job(busy, 1))
-            assert 2 * 1.0 - 0.1 <= await _due_in(app, busy) <= 2 * 3.0 + 0.1  # doubled
+            assert 2 * 0.25 - 0.1 <= await _due_in(app, busy) <= 2 * 0.75 + 0.1  # doubled
             pipeline.owners.release(sub.owner)
 
             gates = pipeline.gates
