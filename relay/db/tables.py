@@ -54,7 +54,7 @@ class _Listed(TypeDecorator[list[Any]]):
         return listed if dialect.name == "postgresql" else json.dumps(listed)
 
 
-class OneOf(ColumnElement[bool]):
+class _OneOf(ColumnElement[bool]):
     """``column`` is one of the values bound to ``values`` (``one_of``)."""
 
     inherit_cache = True
@@ -70,26 +70,27 @@ class OneOf(ColumnElement[bool]):
         self.values = values
 
 
-@compiles(OneOf, "postgresql")
-def _one_of_postgresql(element: OneOf, compiler: SQLCompiler, **kw: Any) -> str:
+@compiles(_OneOf, "postgresql")
+def _one_of_postgresql(element: _OneOf, compiler: SQLCompiler, **kw: Any) -> str:
     column, values = compiler.process(element.column, **kw), compiler.process(element.values, **kw)
     return f"{column} = ANY({values})"
 
 
-@compiles(OneOf)
-def _one_of_sqlite(element: OneOf, compiler: SQLCompiler, **kw: Any) -> str:
+@compiles(_OneOf)
+def _one_of_json_each(element: _OneOf, compiler: SQLCompiler, **kw: Any) -> str:
     # both parts are compiled SQL (a column and a placeholder), never a value
     column, values = compiler.process(element.column, **kw), compiler.process(element.values, **kw)
     return f"{column} IN (SELECT value FROM json_each({values}))"  # noqa: S608
 
 
-def one_of(column: ColumnElement[Any], name: str, item: TypeEngine[Any] | None = None) -> OneOf:
+def one_of(column: ColumnElement[Any], name: str, item: TypeEngine[Any] | None = None) -> _OneOf:
     """``column IN (…)`` with the whole list bound to the parameter ``name`` (integers
     unless ``item`` says otherwise). The same SQL text whatever the list's length, where
     ``in_`` renders one placeholder per value: a statement compiled and a statement prepared
-    by the driver for every batch size, ~7 % of a busy worker's CPU (py-spy on
-    ``bench/throughput.py``)."""
-    return OneOf(column, bindparam(name, type_=_Listed(item if item is not None else BigInteger())))
+    by the driver for every batch size (with an upsert that could not be cached, 9 % of a
+    busy worker's CPU was SQLAlchemy's compiler: py-spy on ``bench/throughput.py``)."""
+    listed = _Listed(item if item is not None else BigInteger())
+    return _OneOf(column, bindparam(name, type_=listed))
 
 
 async def insert_pending(

@@ -97,7 +97,7 @@ class DeliveryConsumer:
         except Exception:
             # the database is unreachable: the jobs go back to the queue for later
             logger.exception("could not read the claimed deliveries; they stay queued")
-            await self._finish([self._deferred(job, self.tuning.error_retry) for job in jobs])
+            await self._finish([self._deferred(job.id, self.tuning.error_retry) for job in jobs])
             return self.tuning.idle_poll
         deadline = time.monotonic() + self.timeouts.job
         loop = asyncio.get_running_loop()  # once: asyncio.create_task asks (getpid) per task
@@ -137,7 +137,7 @@ class DeliveryConsumer:
             if wait is None:
                 ready.append(job)
             else:
-                aside.append(self._deferred(job, wait))
+                aside.append(self._deferred(job.id, wait))
         if aside:
             with contextlib.suppress(RedisError, OSError):  # else their claims lapse
                 await self._finish(aside)
@@ -161,7 +161,7 @@ class DeliveryConsumer:
         try:
             await self.pipeline.run(attempt)
         except SubscriptionBusy as busy:
-            ending = (job_id, time.time() + busy.defer)
+            ending = self._deferred(job_id, busy.defer)
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if job_id not in self._overdue or task is None or task.uncancel() > 0:
@@ -169,11 +169,11 @@ class DeliveryConsumer:
             # the attempt's recording is shielded and goes on; the job stays queued, and when
             # it runs again it finds the attempt recorded (or, if it never was, sends it)
             logger.warning("deliver job timed out", extra=extra)
-            ending = (job_id, time.time() + self.tuning.error_retry)
+            ending = self._deferred(job_id, self.tuning.error_retry)
         except Exception:
             # e.g. the database is down: the attempt is still due, so the job stays queued
             logger.exception("deliver job failed", extra=extra)
-            ending = (job_id, time.time() + self.tuning.error_retry)
+            ending = self._deferred(job_id, self.tuning.error_retry)
         self._deadlines.pop(job_id, None)  # past its attempt: the watchdog leaves it be
         with contextlib.suppress(RedisError, OSError):
             # if this is lost, the claim lapses and the job runs again: a no-op if its
@@ -181,8 +181,8 @@ class DeliveryConsumer:
             await self._endings.submit(ending)
 
     @staticmethod
-    def _deferred(job: Job, seconds: float) -> Ending:
-        return job.id, time.time() + seconds
+    def _deferred(job_id: str, seconds: float) -> Ending:
+        return job_id, time.time() + seconds
 
     def _on_done(self, task: asyncio.Task[None]) -> None:
         job_id = task.get_name()
