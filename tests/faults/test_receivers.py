@@ -5,6 +5,7 @@ recovers: its deliveries end ``failed`` with every scheduled attempt recorded.""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 from sqlmodel import col, select
@@ -19,8 +20,23 @@ def fails_twice(k: int) -> Answer:
     return (500 if k < 2 else 204), {}, 0.0
 
 
-def hangs_once(k: int) -> Answer:
-    return 204, {}, (2.5 if k == 0 else 0.0)  # RELAY_DELIVERY_TIMEOUT is 1 s
+def hangs_once() -> Callable[[int], Answer]:
+    """The first request of each of the first four events hangs past RELAY_DELIVERY_TIMEOUT
+    (1 s); every other request is answered at once. Only four: enough to open the circuit
+    (three timeouts), and no more, so that whichever attempt its probe is, it is answered.
+    A hang per event for every event would keep the circuit open by chance, not by fault:
+    each time a fresh delivery is the probe it times out and the circuit stays open twice
+    as long (10, 20, 40 s...), past this test's minute."""
+    hangs = 4
+
+    def answer(k: int) -> Answer:
+        nonlocal hangs
+        if k == 0 and hangs > 0:
+            hangs -= 1
+            return 204, {}, 2.5
+        return 204, {}, 0.0
+
+    return answer
 
 
 def rate_limits_once(k: int) -> Answer:
@@ -40,7 +56,7 @@ async def test_misbehaving_receivers_lose_nothing(make_scenario: ScenarioFactory
 
         await run.add_districts(backlog=40)
         await run.hook("fails-then-recovers", answer=fails_twice)
-        hang = await run.hook("hangs-past-timeout", answer=hangs_once)
+        hang = await run.hook("hangs-past-timeout", answer=hangs_once())
         await run.hook("redirects", answer=redirects_once)
         limited = await run.hook("429-retry-after", answer=rate_limits_once)
         await run.hook("gone-410", expect="gone", answer=gone)
