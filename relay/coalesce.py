@@ -33,13 +33,24 @@ class Coalescer(Generic[In, Out]):
     At most one bulk call runs at a time; items submitted meanwhile wait for the next one, up
     to ``max_batch`` per call. If a bulk call raises, its items are retried one by one, so one
     bad item cannot fail the jobs that merely shared its batch.
+
+    ``gather``: an idle coalescer waits one more turn of the event loop before its call, for
+    the items of jobs woken together with the first: bigger batches for a call whose cost is
+    per batch (a write transaction). Off where every caller waits holding something: the
+    gate's pass is awaited with a subscription's slot held, and that turn measured 1.1-1.4 ms
+    of the ~8 ms a pass took, +9 % deliveries/s (bench/throughput.py, SQLite, two pairs).
     """
 
     def __init__(
-        self, bulk: Callable[[Sequence[In]], Awaitable[Sequence[Out]]], max_batch: int = 200
+        self,
+        bulk: Callable[[Sequence[In]], Awaitable[Sequence[Out]]],
+        max_batch: int = 200,
+        *,
+        gather: bool = True,
     ) -> None:
         self._bulk = bulk
         self._max_batch = max_batch
+        self._gather = gather
         self._pending: list[tuple[In, asyncio.Future[Out]]] = []
         self._runner: asyncio.Task[None] | None = None
 
@@ -63,7 +74,8 @@ class Coalescer(Generic[In, Out]):
         return future
 
     async def _drain(self) -> None:
-        await asyncio.sleep(0)  # let the jobs woken with this one submit theirs too
+        if self._gather:
+            await asyncio.sleep(0)  # let the jobs woken with this one submit theirs too
         while self._pending:
             batch = self._pending[: self._max_batch]
             del self._pending[: self._max_batch]

@@ -75,3 +75,18 @@ async def test_a_cancelled_caller_leaves_the_others_their_results() -> None:
     assert await tasks[2] == 4
     with pytest.raises(asyncio.CancelledError):
         await tasks[1]
+
+
+@pytest.mark.parametrize(("gather", "batches"), [(True, [[0, 1]]), (False, [[0], [1]])])
+async def test_gather_waits_one_turn_for_a_job_woken_with_the_first(
+    gather: bool, batches: list[list[int]]
+) -> None:
+    bulk = Bulk()
+    coalescer = Coalescer(bulk, max_batch=100, gather=gather)
+
+    async def a_turn_later() -> int:
+        await asyncio.sleep(0)
+        return await coalescer.submit(1)
+
+    assert await asyncio.gather(coalescer.submit(0), a_turn_later()) == [0, 2]
+    assert bulk.batches == batches

@@ -212,7 +212,9 @@ class Gates:
         self.breaker = breaker or Breaker()
         self._gate_script = redis.register_script(_GATE)
         self._held_script = redis.register_script(_HELD)
-        self._calls: Coalescer[Call, Verdict] = Coalescer(self._call, max_batch=max_batch)
+        self._calls: Coalescer[Call, Verdict] = Coalescer(
+            self._call, max_batch=max_batch, gather=False
+        )
         self._open: dict[str, float] = {}  # subscription → monotonic end of its open circuit
 
     async def enter(self, request: Request) -> Verdict:
