@@ -234,8 +234,9 @@ class AttemptPipeline:
         try:
             yield heard
         finally:
-            # not awaited: the next attempt to this subscription, here, goes in the same
-            # round trip, right after (the slot it takes is let go in the same script)
+            # not awaited: the next attempt to this subscription, here, asks for its pass
+            # after this leave, in the same round trip when one is in flight (both wait for
+            # the next), else in the one after
             self.gates.leave(request, heard[0] if heard else None)
 
     def _turned_away(self, request: GateRequest, verdict: Verdict) -> NoReturn:
