@@ -32,13 +32,12 @@ import signal
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
-from arq.connections import create_pool
 from prometheus_client import Counter
 
 from relay import counters
 from relay.loops import pause
 from relay.polling.supervisor import PollSupervisor
-from relay.queue import redis_settings
+from relay.queue import open_redis
 from relay.settings import Settings
 from workers.context import close_polling, open_polling
 
@@ -194,7 +193,7 @@ async def _poll(job: PollingJob, writer: Connection) -> None:
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     settings = job.settings
-    pool = await create_pool(redis_settings(job.redis_url))
+    pool = await open_redis(job.redis_url)
     polling = await open_polling(settings, pool, job.worker_id)
     if job.nice:  # after start-up: a busy machine would slow the first polls too
         os.nice(job.nice)

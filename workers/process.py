@@ -23,7 +23,6 @@ import functools
 import gc
 import logging
 
-from arq.connections import create_pool
 from redis.exceptions import RedisError
 
 from relay import counters
@@ -31,7 +30,7 @@ from relay.delivery.consumer import DeliveryConsumer
 from relay.delivery.replay import ReplayRunner
 from relay.loops import supervise
 from relay.polling.supervisor import PollSupervisor
-from relay.queue import FIRST_ATTEMPTS_QUEUE, RETRIES_QUEUE, redis_settings
+from relay.queue import FIRST_ATTEMPTS_QUEUE, RETRIES_QUEUE, open_redis
 from relay.queue.jobs import CRON_QUEUE
 from relay.settings import Settings
 from relay.tuning import GcTuning
@@ -71,7 +70,7 @@ def delivery_consumers(app: WorkerContext) -> list[DeliveryConsumer]:
 async def run_worker(settings: Settings, redis_url: str, stop: asyncio.Event) -> None:
     """Run until ``stop`` is set, then finish in-flight deliveries (up to their timeout)."""
     metrics = counters.serve(settings.metrics_port) if settings.metrics_port else None
-    pool = await create_pool(redis_settings(redis_url))
+    pool = await open_redis(redis_url)
     app = await WorkerContext.open(settings, pool)
     restart = app.tuning.restart_delay
     cron_worker = WorkerSettings.from_settings(settings).worker(pool, {"relay": app})

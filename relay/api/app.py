@@ -6,7 +6,6 @@ import contextlib
 import gc
 from collections.abc import AsyncIterator
 
-from arq.connections import ArqRedis
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
@@ -36,7 +35,7 @@ from relay.api.routes import (
 from relay.api.spec import merge_by_path
 from relay.db import Database, crypto
 from relay.delivery.sender import WebhookSender
-from relay.queue import RedisQueue
+from relay.queue import RedisQueue, redis_client
 from relay.queue.gates import Gates
 from relay.secrets import RuntimeSecrets
 from relay.settings import Settings
@@ -71,7 +70,7 @@ def create_app(
     limits, policy = settings.tuning.api, settings.target_policy
     crypto.use(runtime.keyring)
     database = db or Database(settings.database_url, pool_timeout=limits.pool_timeout)
-    redis = ArqRedis.from_url(redis_url) if redis_url else None
+    redis = redis_client(redis_url) if redis_url else None
     queue = RedisQueue(redis) if redis is not None else None
     token_codec = TokenCodec(runtime.secret_key)
     svc = Services(

@@ -11,7 +11,7 @@ Redis lost; ``embedded`` runs a private ``redis-server`` for ``relay run``.
 from __future__ import annotations
 
 from relay.queue.jobs import FIRST_ATTEMPTS_QUEUE, RETRIES_QUEUE, Job, next_attempts, queue_for
-from relay.queue.redis_queue import RedisQueue, redis_settings
+from relay.queue.redis_queue import RedisQueue, open_redis, redis_client, redis_settings
 
 __all__ = [
     "FIRST_ATTEMPTS_QUEUE",
@@ -19,6 +19,8 @@ __all__ = [
     "Job",
     "RedisQueue",
     "next_attempts",
+    "open_redis",
     "queue_for",
+    "redis_client",
     "redis_settings",
 ]

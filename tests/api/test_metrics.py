@@ -8,7 +8,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import httpx
-from arq.connections import create_pool
 from prometheus_client.parser import text_string_to_metric_families
 
 from relay.api.app import create_app
@@ -16,7 +15,7 @@ from relay.clever.simulator import Simulator
 from relay.db import Database, utcnow
 from relay.db.models import Delivery, DeliveryStatus, District, Subscription
 from relay.db.retention import purge_expired
-from relay.queue import Job, RedisQueue, redis_settings
+from relay.queue import Job, RedisQueue, open_redis
 from relay.secrets import RuntimeSecrets
 from relay.settings import Settings
 from tests.support.cluster import cluster
@@ -95,7 +94,7 @@ async def test_serve_gauges_read_the_database_and_redis(
     db: Database, settings: Settings, runtime: RuntimeSecrets, redis_url: str
 ) -> None:
     await seed(db)
-    pool = await create_pool(redis_settings(redis_url))
+    pool = await open_redis(redis_url)
     try:
         await RedisQueue(pool).enqueue([Job(1, 1), Job(2, 2, utcnow() + timedelta(hours=1))])
         with serve(create_app(settings, runtime, redis_url=redis_url)) as api:

@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from arq.connections import create_pool
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import event
@@ -18,7 +17,7 @@ from relay.db.models import WAITING, Delivery, Replay, Subscription
 from relay.db.retention import purge_deliveries
 from relay.delivery.replay import ReplayRunner, request_replay
 from relay.delivery.sender import AttemptOutcome
-from relay.queue import Job, RedisQueue, redis_settings
+from relay.queue import Job, RedisQueue, open_redis
 from relay.queue.reconcile import Reconciler
 from tests.support.chains import OUTCOMES, World, check_chains
 
@@ -157,7 +156,7 @@ async def test_a_disabled_subscription_resumes_each_record_in_order(
         session.add(parked)
         sub.enabled = True
         session.add(sub)
-    pool = await create_pool(redis_settings(redis_url))
+    pool = await open_redis(redis_url)
     try:
         woken = await Reconciler(db, RedisQueue(pool)).unpark()
     finally:
@@ -180,7 +179,7 @@ async def test_a_replay_to_an_ordered_subscription_chains_each_record(
         session.add(late)
     since = datetime(2000, 1, 1, tzinfo=UTC)
     assert await request_replay(db, late, since, utcnow(), batch=3) == 4
-    pool = await create_pool(redis_settings(redis_url))
+    pool = await open_redis(redis_url)
     try:
         runner = ReplayRunner(db, RedisQueue(pool), batch=3, backlog=100, idle=0.0)
         assert await runner.step() == 0.0  # the first three events

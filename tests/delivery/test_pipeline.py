@@ -10,7 +10,6 @@ from dataclasses import replace
 
 import httpx
 import pytest
-from arq.connections import create_pool
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -21,7 +20,7 @@ from relay.api.app import create_app
 from relay.db import Database, utcnow
 from relay.db.models import DeliveryAttempt, DeliveryStatus
 from relay.delivery.sender import AttemptOutcome
-from relay.queue import Job, RedisQueue, redis_settings
+from relay.queue import Job, RedisQueue, open_redis
 from relay.secrets import RuntimeSecrets
 from relay.settings import Settings
 from tests.support.config import ADMIN_TOKEN
@@ -112,9 +111,7 @@ async def test_a_hanging_receiver_times_out_and_is_retried(
         (delivery_id,) = await add_deliveries(db, [sub], 1)
         options = worker_settings(settings, srv.url, delivery_timeout=1.0)
         async with running_worker(options, redis_url):
-            await RedisQueue(await create_pool(redis_settings(redis_url))).enqueue(
-                [Job(delivery_id, 1, utcnow())]
-            )
+            await RedisQueue(await open_redis(redis_url)).enqueue([Job(delivery_id, 1, utcnow())])
             await wait_for(lambda: _status_is(db, delivery_id, "succeeded"), 30)
     row, attempts = await delivery(db, delivery_id)
     assert (row.status, row.attempts) == ("succeeded", 2)
@@ -169,7 +166,7 @@ async def test_a_slow_endpoint_does_not_stop_a_healthy_one(
         ids = await add_deliveries(db, [slow, fine], events)
         options = worker_settings(settings, ok_srv.url, delivery_timeout=2.0, retry_schedule="30")
         async with running_worker(options, redis_url):
-            pool = await create_pool(redis_settings(redis_url))
+            pool = await open_redis(redis_url)
             # the hanging endpoint's jobs first in the queue, ahead of every healthy one
             await RedisQueue(pool).enqueue([Job(i, 1, utcnow()) for i in ids])
             await pool.aclose()

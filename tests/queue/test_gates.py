@@ -7,15 +7,15 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from arq.connections import ArqRedis, create_pool
+from arq.connections import ArqRedis
 
-from relay.queue import redis_settings
+from relay.queue import open_redis
 from relay.queue.gates import Breaker, Gates, Pass, Request
 
 
 @pytest.fixture
 async def redis(redis_url: str) -> AsyncIterator[ArqRedis]:
-    pool = await create_pool(redis_settings(redis_url))
+    pool = await open_redis(redis_url)
     yield pool
     await pool.aclose()
 

@@ -9,13 +9,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from arq.connections import create_pool
 from sqlmodel import col, select, update
 
 from relay.clever.simulator import Simulator
 from relay.db import Database, utcnow
 from relay.db.models import Delivery, Subscription
-from relay.queue import FIRST_ATTEMPTS_QUEUE, RETRIES_QUEUE, Job, RedisQueue, redis_settings
+from relay.queue import FIRST_ATTEMPTS_QUEUE, RETRIES_QUEUE, Job, RedisQueue, open_redis
 from relay.queue.reconcile import Reconciler
 from relay.queue.redis_queue import WATERMARK_KEY
 from relay.settings import Settings
@@ -43,7 +42,7 @@ async def test_requeue_due_queues_only_what_redis_lost(db: Database, redis_url: 
         rows[ids[2]].status, rows[ids[2]].next_attempt_at = "succeeded", None
         for row in rows.values():
             session.add(row)
-    pool = await create_pool(redis_settings(redis_url))
+    pool = await open_redis(redis_url)
     reconciler = Reconciler(db, RedisQueue(pool))
     later = utcnow() + timedelta(seconds=5)  # past the reconciler's grace period
     assert await reconciler.requeue_due(now=later) == 2
@@ -66,7 +65,7 @@ async def test_a_pass_reads_what_became_due_since_the_last_one_and_everything_af
     t0 = utcnow()
     await _set_due(db, old, t0 - timedelta(hours=1))
     await _set_due(db, recent, t0 - timedelta(hours=2))  # not due yet "since"; moved below
-    pool = await create_pool(redis_settings(redis_url))
+    pool = await open_redis(redis_url)
     reconciler = Reconciler(db, RedisQueue(pool))
     try:
         assert await reconciler.run_pass(now=t0) == 2  # no watermark: a full pass
@@ -105,7 +104,7 @@ async def test_parked_deliveries_wake_when_the_subscription_is_enabled(
         for row in (await session.exec(select(Delivery))).all():
             row.next_attempt_at = None  # parked by the deliver job
             session.add(row)
-    pool = await create_pool(redis_settings(redis_url))
+    pool = await open_redis(redis_url)
     unpark = Reconciler(db, RedisQueue(pool)).unpark
     assert await unpark() == []  # still disabled
     async with db.write() as session:

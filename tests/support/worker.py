@@ -8,12 +8,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from arq.connections import create_pool
-
 from relay.db import Database
 from relay.db.models import District, Subscription
 from relay.delivery.signing import generate_secret
-from relay.queue import redis_settings
+from relay.queue import open_redis
 from relay.settings import Settings
 from workers.context import WorkerContext
 from workers.process import run_worker
@@ -70,7 +68,7 @@ async def wait_for(
 @asynccontextmanager
 async def worker_context(settings: Settings, redis_url: str) -> AsyncIterator[WorkerContext]:
     """What a worker's loops share, without running them."""
-    pool = await create_pool(redis_settings(redis_url))
+    pool = await open_redis(redis_url)
     app = await WorkerContext.open(settings, pool)
     try:
         yield app
