@@ -55,12 +55,11 @@ def _tally(counted: Iterable[Counted]) -> list[dict[str, Any]]:
     rows: dict[tuple[str, datetime], dict[str, Any]] = {}
     for c in counted:
         key = (c.subscription_id, _hour(c.attempted_at))
-        row = rows.setdefault(
-            key,
-            {"subscription_id": key[0], "hour": key[1]}
-            | dict.fromkeys(_SUMS, 0)
-            | dict.fromkeys(_LATEST),
-        )
+        row = rows.get(key)
+        if row is None:  # not setdefault: its default, three dicts, was built per attempt
+            row = {"subscription_id": key[0], "hour": key[1]}
+            row |= dict.fromkeys(_SUMS, 0) | dict.fromkeys(_LATEST)
+            rows[key] = row
         row["attempts"] += 1
         row["succeeded" if c.succeeded else "failed"] += 1
         row["deliveries_failed"] += int(c.delivery_failed)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -42,11 +41,9 @@ def subscriber(s: Subscription) -> Subscriber:
     )
 
 
-def subscribers_of(
-    event: dict[str, Any], district_id: str, subscribers: Sequence[Subscriber]
-) -> Iterable[Subscriber]:
-    """The subscribers that want ``event``; its facts are computed once for all of them."""
-    facts = Facts.of(event, district_id)
+def subscribers_of(facts: Facts, subscribers: Sequence[Subscriber]) -> Iterable[Subscriber]:
+    """The subscribers that want the event of ``facts`` (``Facts.of``: computed once for all
+    of them, and before the page's write transaction)."""
     for subscriber in subscribers:
         if subscriber.filter.matches_facts(facts):
             yield subscriber

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -24,6 +25,7 @@ from relay.db.models import District, DistrictStatus, Event
 from relay.db.tables import insert_ignoring_duplicates, insert_pending, table_of
 from relay.delivery.signing import webhook_body
 from relay.fanout import operational
+from relay.fanout.matching import Facts
 from relay.fanout.subscribers import load_subscribers, subscribers_of
 from relay.polling.leases import POLLABLE
 from relay.queue import Job
@@ -61,6 +63,13 @@ async def store_page(
     no longer ``expected_cursor`` (the page we fetched may already be stored, or stale) or the
     district is no longer to be polled (paused, say, since the poller last read it).
     """
+    # what needs no database is done before the write lock is taken (on SQLite it stops every
+    # other writer, the record transactions of delivery among them): each event's webhook body
+    # and the facts its subscriptions are matched on
+    prepared = [
+        Prepared(e, webhook_body(e.raw, district_id).decode(), Facts.of(e.raw, district_id))
+        for e in events
+    ]
     async with db.write() as session:
         district = await locked_district(session, district_id)
         if district is None or district.lease_owner != lease_owner:
@@ -73,8 +82,8 @@ async def store_page(
         # transaction's span (the reconciler's window relies on it: ReconcileTuning.margin)
         now = utcnow()
 
-        inserted = await _insert_events(session, district_id, events, now)
-        due = await _insert_deliveries(session, district_id, events, inserted, now)
+        inserted = await _insert_events(session, district_id, prepared, now)
+        due = await _insert_deliveries(session, district_id, prepared, inserted, now)
 
         if events:
             newest = max(events, key=lambda e: e.id)
@@ -114,10 +123,18 @@ def _change_status(district: District, gap: str | None, now: datetime) -> operat
     return None
 
 
+class Prepared(NamedTuple):
+    """An event of the page with what is worked out before the write transaction."""
+
+    event: CleverEvent
+    body: str  # the webhook body, as stored and sent
+    facts: Facts  # what subscriptions' filters are matched on
+
+
 async def _insert_events(
-    session: AsyncSession, district_id: str, events: Sequence[CleverEvent], now: datetime
+    session: AsyncSession, district_id: str, prepared: Sequence[Prepared], now: datetime
 ) -> set[str]:
-    if not events:
+    if not prepared:
         return set()
     rows = [
         {
@@ -127,9 +144,9 @@ async def _insert_events(
             "record_id": e.record_id,
             "created": e.created,
             "received_at": now,
-            "body": webhook_body(e.raw, district_id).decode(),
+            "body": body,
         }
-        for e in events
+        for e, body, _ in prepared
     ]
     stmt = insert_ignoring_duplicates(session, Event).returning(table_of(Event).c.id)
     result = await (await session.connection()).execute(stmt, rows)
@@ -139,7 +156,7 @@ async def _insert_events(
 async def _insert_deliveries(
     session: AsyncSession,
     district_id: str,
-    events: Sequence[CleverEvent],
+    prepared: Sequence[Prepared],
     inserted: set[str],
     now: datetime,
 ) -> list[Job]:
@@ -147,8 +164,8 @@ async def _insert_deliveries(
     if not inserted:
         return []
     subscribers = await load_subscribers(session)
-    fresh = sorted((e for e in events if e.id in inserted), key=lambda e: e.id)
-    matched = [(e, s) for e in fresh for s in subscribers_of(e.raw, district_id, subscribers)]
+    fresh = sorted((p for p in prepared if p.event.id in inserted), key=lambda p: p.event.id)
+    matched = [(p.event, s) for p in fresh for s in subscribers_of(p.facts, subscribers)]
     if not matched:
         return []
     conn = await session.connection()
