@@ -87,28 +87,31 @@ async def load_attempts(db: Database, jobs: Sequence[Job]) -> list[Attempt | Non
     async with db.read() as session:
         conn = await session.connection()
         loaded = await conn.execute(_LOAD, {"ids": {job.delivery_id for job in jobs}})
-        rows = {int(row.id): row for row in loaded}
-        wanted = {row.subscription_id for row in rows.values()}
+        # plain tuples: a Row's attribute lookup by name, ten per delivery, was most of this
+        rows = {int(row[0]): tuple(row) for row in loaded}
+        wanted = {row[6] for row in rows.values()}
         subscriptions = {
             s.id: s for s in (await session.exec(_SUBSCRIPTIONS, params={"ids": wanted})).all()
         }
     attempts: list[Attempt | None] = []
     for job in jobs:
         row = rows.get(job.delivery_id)
+        if row is None:
+            attempts.append(None)
+            continue
+        _, status, n, manual, retry, waiting_for, sub_id, event_id, event_type, body = row
         attempts.append(
-            None
-            if row is None
-            else Attempt(
+            Attempt(
                 job=job,
-                status=row.status,
-                attempts=row.attempts,
-                manual_attempts=row.manual_attempts,
-                manual_retry=bool(row.manual_retry),
-                waiting_for=row.waiting_for,
-                event_id=row.event_id,
-                event_type=row.event_type,
-                body=row.body,
-                subscription=subscriptions.get(row.subscription_id),
+                status=status,
+                attempts=n,
+                manual_attempts=manual,
+                manual_retry=bool(retry),
+                waiting_for=waiting_for,
+                event_id=event_id,
+                event_type=event_type,
+                body=body,
+                subscription=subscriptions.get(sub_id),
             )
         )
     return attempts
