@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy import BigInteger, Boolean, String, Table, bindparam
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
@@ -97,27 +98,65 @@ async def insert_pending(
     conn: AsyncConnection, rows: Iterable[tuple[str, str, str]], now: datetime
 ) -> dict[tuple[str, str], int]:
     """New deliveries, due now, for (subscription id, event id, event type) rows (a delivery
-    that exists already is left as it is); returns (subscription id, event id) → delivery id."""
-    values = [
-        {
-            "subscription_id": subscription_id,
-            "event_id": event_id,
-            "event_type": event_type,
-            "status": DeliveryStatus.PENDING,
-            "attempts": 0,
-            "next_attempt_at": now,
-            "created_at": now,
-            "updated_at": now,
-        }
-        for subscription_id, event_id, event_type in rows
-    ]
-    if not values:
+    that exists already is left as it is); returns (subscription id, event id) → delivery id.
+
+    One ``INSERT … SELECT`` from the rows bound as lists (``_PENDING``), where an executemany
+    processed eight parameters per delivery in Python: 5,000 deliveries for a page of 1,000
+    events to five subscriptions, in the page's write transaction (on SQLite, the lock every
+    record transaction waits for)."""
+    listed = list(rows)
+    if not listed:
         return {}
+    name = conn.dialect.name
+    params: dict[str, Any] = {"now": now}
+    if name == "postgresql":
+        params |= {key: [row[n] for row in listed] for n, key in enumerate(("s", "e", "t"))}
+    else:
+        params["rows"] = json.dumps(listed)
+    result = await conn.execute(_PENDING[name], params)
+    return {(s, e): int(i) for i, s, e in result.all()}
+
+
+def _insert_pending(dialect: Any) -> Any:
     deliveries = table_of(Delivery)
-    stmt = insert_ignoring_duplicates(conn, Delivery).returning(
+    if dialect is postgresql:
+        text = String()
+        source: Any = (
+            sa.func.unnest(
+                *(bindparam(key, type_=postgresql.ARRAY(text)) for key in ("s", "e", "t"))
+            )
+            .table_valued("s", "e", "t")
+            .render_derived()
+        )
+        columns = [source.c.s, source.c.e, source.c.t]
+    else:
+        source = sa.func.json_each(bindparam("rows", type_=String())).table_valued("value")
+        columns = [sa.func.json_extract(source.c.value, f"$[{n}]") for n in range(3)]
+    now = bindparam("now", type_=deliveries.c.created_at.type)
+    chosen = sa.select(
+        *columns, sa.literal(DeliveryStatus.PENDING.value), sa.literal(0), now, now, now
+    ).select_from(source)
+    # WHERE: SQLite reads "SELECT … FROM json_each(?) ON CONFLICT" as a join's ON otherwise
+    insert = dialect.insert(deliveries).from_select(
+        [
+            "subscription_id",
+            "event_id",
+            "event_type",
+            "status",
+            "attempts",
+            "next_attempt_at",
+            "created_at",
+            "updated_at",
+        ],
+        chosen.where(sa.true()),
+    )
+    return insert.on_conflict_do_nothing().returning(
         deliveries.c.id, deliveries.c.subscription_id, deliveries.c.event_id
     )
-    return {(s, e): int(i) for i, s, e in (await conn.execute(stmt, values)).all()}
+
+
+#: built once per dialect (a reused statement keeps its cache key)
+_PENDING = {"postgresql": _insert_pending(postgresql), "sqlite": _insert_pending(sqlite)}
 
 
 def insert_ignoring_duplicates(on: AsyncSession | AsyncConnection, model: type[SQLModel]) -> Any:
