@@ -13,7 +13,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
@@ -41,6 +41,9 @@ class Counted(NamedTuple):
     delivery_failed: bool  # the attempt ended its delivery as failed
 
 
+_HOUR_ZERO, _AN_HOUR = datetime(1970, 1, 1, tzinfo=UTC), timedelta(hours=1)
+
+
 def _hour(at: datetime) -> datetime:
     return at.replace(minute=0, second=0, microsecond=0)
 
@@ -58,7 +61,7 @@ def _tally(counted: Iterable[Counted]) -> list[dict[str, Any]]:
         key = (c.subscription_id, int(c.attempted_at.timestamp()) // 3600)
         row = rows.get(key)
         if row is None:  # not setdefault: its default, three dicts, was built per attempt
-            row = {"subscription_id": c.subscription_id, "hour": _hour(c.attempted_at)}
+            row = {"subscription_id": c.subscription_id, "hour": _HOUR_ZERO + key[1] * _AN_HOUR}
             row |= dict.fromkeys(_SUMS, 0) | dict.fromkeys(_LATEST)
             rows[key] = row
         row["attempts"] += 1

@@ -54,6 +54,18 @@ class UTCDateTime(TypeDecorator[datetime]):
 
         return process
 
+    # typed str in SQLAlchemy's stubs; what it returns goes on to the impl's literal processor
+    def process_literal_param(  # type: ignore[override]
+        self, value: Any, dialect: Dialect
+    ) -> datetime | None:
+        """A value written into the SQL itself (``literal_binds``): converted the same way."""
+        if value is None:
+            return None
+        if not isinstance(value, datetime) or value.tzinfo is None:
+            raise ValueError(f"expected an aware datetime, got {value!r}")
+        utc = value.astimezone(UTC)
+        return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc
+
     def result_processor(self, dialect: Dialect, coltype: object) -> Callable[[Any], Any]:
         def process(value: Any) -> datetime | None:
             if value is None:

@@ -27,7 +27,7 @@ from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import DataError, RedisError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT
 
@@ -109,8 +109,8 @@ class _PackingInC(AbstractConnection):
             args = (*first.split(), *args[1:])
         try:
             return [hiredis.pack_command(args)]  # type: ignore[arg-type]
-        except TypeError:  # None, a bool: what redis-py's own encoder refuses too
-            raise DataError("a Redis command's arguments are str, bytes, int or float") from None
+        except TypeError:  # an int subclass hiredis refuses, or None: redis-py's own way
+            return super().pack_command(*args)
 
     def pack_commands(self, commands: Iterable[Iterable[EncodableT]]) -> list[bytes]:
         return [b"".join(self.pack_command(*command)[0] for command in commands)]

@@ -83,3 +83,18 @@ async def test_round_trip_and_order_on_the_database(db: Database) -> None:
     assert stored == sorted(MOMENTS)
     assert all(m.tzinfo is UTC for m in stored)
     assert after == 2  # 1999-12-31 23:59:59.999999-05:00 is 2000-01-01 04:59:59.999999 UTC
+
+
+def test_a_literal_in_the_sql_is_converted_too() -> None:
+    column = sa.column("at", UTCDateTime())
+    at = datetime(2026, 1, 1, 12, 0, tzinfo=timezone(timedelta(hours=2)))
+    sql = str(
+        (column == at).compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True})
+    )
+    assert "2026-01-01 10:00:00.000000" in sql
+    with pytest.raises(sa.exc.CompileError, match="Could not render literal value"):
+        str(
+            (column == datetime(2026, 1, 1)).compile(
+                dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True}
+            )
+        )
