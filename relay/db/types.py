@@ -45,10 +45,8 @@ class UTCDateTime(TypeDecorator[datetime]):
             seen, converted = last[0]
             if value is seen:  # the same timestamp in every row of a batch (its "now")
                 return converted
-            if not isinstance(value, datetime) or value.tzinfo is None:
-                raise ValueError(f"expected an aware datetime, got {value!r}")
-            utc = value.astimezone(UTC)
-            converted = utc.replace(tzinfo=None).isoformat(" ", "microseconds") if as_text else utc
+            utc = _naive_utc(value) if as_text else _aware_utc(value)
+            converted = utc.isoformat(" ", "microseconds") if as_text else utc
             last[0] = (value, converted)  # one tuple, replaced whole: safe for any thread
             return converted
 
@@ -61,10 +59,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         """A value written into the SQL itself (``literal_binds``): converted the same way."""
         if value is None:
             return None
-        if not isinstance(value, datetime) or value.tzinfo is None:
-            raise ValueError(f"expected an aware datetime, got {value!r}")
-        utc = value.astimezone(UTC)
-        return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc
+        return _naive_utc(value) if dialect.name == "sqlite" else _aware_utc(value)
 
     def result_processor(self, dialect: Dialect, coltype: object) -> Callable[[Any], Any]:
         def process(value: Any) -> datetime | None:
@@ -76,3 +71,15 @@ class UTCDateTime(TypeDecorator[datetime]):
             return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
         return process
+
+
+def _aware_utc(value: object) -> datetime:
+    """``value`` in UTC; a naive one is refused rather than guessed at."""
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        raise ValueError(f"expected an aware datetime, got {value!r}")
+    return value.astimezone(UTC)
+
+
+def _naive_utc(value: object) -> datetime:
+    """As SQLite keeps it: UTC without a time zone."""
+    return _aware_utc(value).replace(tzinfo=None)
