@@ -1,9 +1,11 @@
-"""Async client for ``GET /v3.1/events``: one request per call, errors mapped, token kept secret.
+"""Async client for Clever's Events API (``GET /v3.1/events``) and Data API lists
+(``GET /v3.1/{type}``, for syncs): one request per call, errors mapped, token kept secret.
 
-It doesn't retry: the poll job owns retry policy (it knows about leases and the district's
-status). It does pace: every request waits on the ``TokenPacer`` first, so after a 429 nothing
-goes out with that token before the reset, whoever calls. The token travels only in the
-``Authorization`` header; messages, logs and reprs carry at most a hash of it (``token_key``).
+It doesn't retry: the poll job and the sync own retry policy (they know about leases and the
+district's status). It does pace: every request waits on the ``TokenPacer`` first, so after a
+429 nothing goes out with that token before the reset, whoever calls. The token travels only
+in the ``Authorization`` header; messages, logs and reprs carry at most a hash of it
+(``token_key``).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from relay.clever.ratelimit import (
     parse_retry_after,
     token_key,
 )
+from relay.clever.records import DATA_TYPES, RecordsPage, parse_records_page
 
 __all__ = [
     "MAX_LIMIT",
@@ -66,6 +69,8 @@ USER_AGENT = "clever-events-relay"
 DEFAULT_RATE_LIMIT_WAIT = 60.0
 # The most a reply may hold: a page of ``limit`` events gets RESPONSE_BASE_BYTES plus
 # RESPONSE_BYTES_PER_EVENT each (real events are 1-10 KiB; a page of 1,000 may take 17 MiB).
+# A Data API page gets the same per record: a record is an event's ``data.object``, no larger
+# (the recorded users take ~0.8 KiB each, sections up to 1.5 KiB with 50 students).
 # Read as it streams in and abandoned past the cap: a 50 MB page once took a worker to 1.6 GB.
 RESPONSE_BASE_BYTES = 1024 * 1024
 RESPONSE_BYTES_PER_EVENT = 16 * 1024
@@ -120,6 +125,9 @@ class _Reply:
 
 class CleverClient:
     """``async with CleverClient("https://api.clever.com") as clever: await clever.list_events(t)``.
+
+    ``list_records`` reads the Data API the same way (same pacer, errors, cap and logs): one
+    district token is one rate-limit bucket at Clever, whichever API it reads.
 
     Requests go over one ``aiohttp.ClientSession`` (a pool of keep-alive connections per host,
     made on first use): plain ``httpx.AsyncClient`` costs several times more CPU per request
@@ -191,7 +199,7 @@ class CleverClient:
             if not is_valid_event_id(starting_after):
                 raise ValueError("starting_after must be a 24-hex Clever event id")
             params["starting_after"] = starting_after
-        reply = await self._get(token, "/v3.1/events", params, events=limit)
+        reply = await self._get(token, "/v3.1/events", params, items=limit)
         return _page(reply, token)
 
     async def latest_event_id(self, token: str) -> str | None:
@@ -209,6 +217,45 @@ class CleverClient:
         reply = await self._get(token, f"/v3.1/events/{event_id}", {})
         try:
             return parse_event(reply.content, request_id=reply.request_id, redact=(token,))
+        except CleverBadBody as exc:
+            _log_bad_body(reply, exc)
+            raise
+
+    async def list_records(
+        self,
+        token: str,
+        record_type: str,
+        *,
+        starting_after: str | None = None,
+        limit: int = 1000,
+    ) -> RecordsPage:
+        """One page of the district's ``record_type`` records (one of ``DATA_TYPES``) after
+        ``starting_after`` (None: from the first), ascending by id.
+
+        An empty page is the end of the list. Page on to it rather than stopping at a short
+        page or at a missing ``next`` link: neither is documented as the end, and a list
+        ended early is read as records deleted. ``users`` come without ``role=``: every role.
+        """
+        if record_type not in DATA_TYPES:
+            raise ValueError(f"record_type must be one of {', '.join(DATA_TYPES)}")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+            raise ValueError(f"limit must be an integer from 1 to {MAX_LIMIT}")
+        params: dict[str, str] = {"limit": str(limit)}
+        if starting_after is not None:
+            if not is_valid_event_id(starting_after):
+                raise ValueError("starting_after must be a 24-hex Clever record id")
+            params["starting_after"] = starting_after
+        reply = await self._get(
+            token, f"/v3.1/{record_type}", params, items=limit, noun=record_type
+        )
+        try:
+            return parse_records_page(
+                reply.content,
+                record_type=record_type,
+                rate_limit=reply.rate_limit,
+                request_id=reply.request_id,
+                redact=(token,),
+            )
         except CleverBadBody as exc:
             _log_bad_body(reply, exc)
             raise
@@ -237,9 +284,16 @@ class CleverClient:
             return Answer(response.status, response.headers, bytes(body))
 
     async def _get(
-        self, token: str, path: str, params: Mapping[str, str], *, events: int = 1
+        self,
+        token: str,
+        path: str,
+        params: Mapping[str, str],
+        *,
+        items: int = 1,
+        noun: str = "events",
     ) -> _Reply:
-        """GET ``path``; the reply is capped at what ``events`` events may take."""
+        """GET ``path``; the reply is capped at what ``items`` events or records (``noun``,
+        for the message) may take."""
         if not is_valid_token(token):
             raise ValueError("token is empty or holds characters an HTTP header can't carry")
         key = token_key(token)
@@ -247,15 +301,15 @@ class CleverClient:
         what = f"GET {path}"
         log_fields: dict[str, object] = {"method": "GET", "path": path, "token_key": key}
         started = time.perf_counter()
-        cap = RESPONSE_BASE_BYTES + events * RESPONSE_BYTES_PER_EVENT
+        cap = RESPONSE_BASE_BYTES + items * RESPONSE_BYTES_PER_EVENT
         try:
             response = await self._capped_get(self._base_url + path, params, token, cap)
         except _TooLarge:
             counters.CLEVER_REQUESTS.labels("too_large").inc()
             too_large = CleverResponseTooLarge(
                 f"{what}: Clever's answer is larger than {cap:,} bytes (the cap for "
-                f"{events} events); asking for smaller pages",
-                limit=events,
+                f"{items} {noun}); asking for smaller pages",
+                limit=items,
             )
             logger.warning("%s", too_large, extra=log_fields)
             raise too_large from None

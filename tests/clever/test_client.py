@@ -6,19 +6,11 @@ import asyncio
 import json
 import logging
 import math
-import threading
 import time
-from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import aiohttp
 import pytest
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from relay._exceptions import (
     CleverBadBody,
@@ -31,40 +23,23 @@ from relay._exceptions import (
 )
 from relay.clever.client import CleverClient, rate_limit_reset
 from relay.clever.ratelimit import TokenPacer, token_key
-from tests.support.servers import ServerThread, free_port, serve
-
-RECORDED = Path("/work/shared/clever-recorded")
-TOKEN = "tok_SUPERSECRET_0123456789abcdef"
-JSON = "application/json; charset=utf-8"
-HTML = "text/html; charset=utf-8"
-TEXT = "text/plain; charset=utf-8"
-
-
-@dataclass
-class Reply:
-    status: int
-    headers: dict[str, str] = field(default_factory=dict)
-    body: bytes = b""
-    delay: float = 0.0
-
-
-@dataclass
-class Seen:
-    at: float
-    path: str
-    query: dict[str, str]
-    authorization: str | None
-
-
-def recorded_reply(name: str) -> Reply:
-    response = json.loads((RECORDED / name).read_text())["response"]
-    body = response["body"]
-    raw = body.encode() if isinstance(body, str) else json.dumps(body).encode()
-    return Reply(status=response["status"], headers=dict(response["headers"]), body=raw)
-
+from tests.support.fake_clever import (
+    HTML,
+    JSON,
+    TEXT,
+    TOKEN,
+    FakeClever,
+    ReplayKey,
+    Reply,
+    assert_clean,
+    assert_no_token,
+    recorded_reply,
+    serve_fake,
+)
+from tests.support.servers import ServerThread, free_port
 
 # Recorded v3.0 interactions, keyed by the v3.1 request they answer.
-REPLAY: dict[tuple[str, frozenset[tuple[str, str]]], str] = {
+REPLAY: dict[ReplayKey, str | Reply] = {
     ("/v3.1/events", frozenset({("limit", "100")})): "events.json",
     ("/v3.1/events", frozenset({("limit", "25")})): "events_with_limit.json",
     (
@@ -79,58 +54,10 @@ REPLAY: dict[tuple[str, frozenset[tuple[str, str]]], str] = {
 }
 
 
-class FakeClever:
-    """Scripted replies first (FIFO), else the recorded replay, else an Express-style 404."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.script: deque[Reply] = deque()
-        self.seen: list[Seen] = []
-        self.app = Starlette(routes=[Route("/{path:path}", self.endpoint)])
-
-    def reset(self) -> None:
-        with self.lock:
-            self.script.clear()
-            self.seen.clear()
-
-    def push(self, *replies: Reply) -> None:
-        with self.lock:
-            self.script.extend(replies)
-
-    async def endpoint(self, request: Request) -> Response:
-        with self.lock:
-            self.seen.append(
-                Seen(
-                    at=time.time(),
-                    path=request.url.path,
-                    query=dict(request.query_params),
-                    authorization=request.headers.get("authorization"),
-                )
-            )
-            reply = self.script.popleft() if self.script else None
-        if reply is None:
-            key = (request.url.path, frozenset(request.query_params.items()))
-            name = REPLAY.get(key)
-            if name is None:
-                reply = Reply(404, {"content-type": HTML}, b"<pre>Cannot GET x</pre>")
-            else:
-                reply = recorded_reply(name)
-        if reply.delay:
-            await asyncio.sleep(reply.delay)
-        headers = {k: v for k, v in reply.headers.items() if k.lower() != "content-type"}
-        return Response(
-            reply.body,
-            status_code=reply.status,
-            headers=headers,
-            media_type=reply.headers.get("content-type"),
-        )
-
-
 @pytest.fixture(scope="module")
 def server() -> Iterator[tuple[FakeClever, ServerThread]]:
-    fake = FakeClever()
-    with serve(fake.app) as srv:
-        yield fake, srv
+    with serve_fake(REPLAY) as served:
+        yield served
 
 
 @pytest.fixture
@@ -148,25 +75,6 @@ def base_url(server: tuple[FakeClever, ServerThread]) -> str:
 def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     caplog.set_level(logging.DEBUG, logger="relay.clever")
     return caplog
-
-
-def assert_no_token(*texts: object, caplog: pytest.LogCaptureFixture | None = None) -> None:
-    for text in texts:
-        assert TOKEN not in str(text)
-        assert TOKEN not in repr(text)
-    if caplog is not None:
-        for record in caplog.records:
-            assert TOKEN not in record.getMessage()
-            assert TOKEN not in repr(vars(record))
-
-
-def assert_clean(error: CleverError, caplog: pytest.LogCaptureFixture) -> None:
-    message = str(error)
-    assert "\n" not in message
-    assert "<" not in message
-    assert len(getattr(error, "body_excerpt", "")) <= 200
-    assert len(message) <= 320
-    assert_no_token(error, getattr(error, "body_excerpt", ""), *error.args, caplog=caplog)
 
 
 # --- happy paths, replayed from real recordings ---------------------------------------------
