@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
     poll_process: bool = True  # poll in a child process of each worker: workers/polling.py
     poll_nice: int = Field(default=10, ge=0, le=19)  # that child's CPU niceness
+    # the roster's syncs (relay/roster/sync.py): at once on a gap, and every N seconds if set
+    resync_on_gap: bool = True
+    resync_every: float | None = Field(default=None, gt=0)
+    sync_page_size: int = Field(default=1000, ge=1, le=10000)
 
     @field_validator("database_url")
     @classmethod

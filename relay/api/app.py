@@ -27,6 +27,7 @@ from relay.api.routes import (
     districts,
     events,
     ops,
+    records,
     redelivery,
     stats,
     subscriptions,
@@ -114,6 +115,7 @@ def create_app(
                 *stats.routes,
                 *deliveries.routes,
                 *events.routes,
+                *records.routes,
                 *redelivery.routes,
                 *ui.routes(runtime),
             ]

@@ -75,6 +75,11 @@ class Event(BaseModel):
     )
     type: str = Field(description="<record_type>.<action>, or relay.<subject>.<what>")
     record_id: str | None = Field(description="id of the changed record (data.object.id)")
+    source: str = Field(
+        default="clever",
+        description="clever (as received), sync (a difference a sync found), snapshot (a "
+        "bootstrap) or relay (operational)",
+    )
     created: datetime = Field(description="when Clever created the event")
     received_at: datetime = Field(description="when the relay stored it")
 
@@ -91,4 +96,21 @@ class EventDetail(Event):
 
 class EventList(BaseModel):
     data: list[Event] = Field(description="newest first")
+    next_cursor: str | None
+
+
+class RosterRecord(BaseModel):
+    id: str = Field(description="the Clever record id")
+    type: str = Field(description="the record type: users, sections, schools, ...")
+    district: str = Field(description="the Clever district id")
+    object: dict[str, Any] = Field(description="the record as Clever last described it")
+    event_id: str | None = Field(
+        description="the event (Clever's, or a sync's) that last set it; null when a sync "
+        "asked not to announce new records added it"
+    )
+    updated_at: datetime = Field(description="when the relay last changed it")
+
+
+class RosterRecordList(BaseModel):
+    data: list[RosterRecord]
     next_cursor: str | None

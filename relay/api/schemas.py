@@ -319,9 +319,23 @@ class DistrictCreate(RequestBody):
         json_schema_extra={"pattern": TOKEN_PATTERN},
     )
     name: str | None = Field(default=None, max_length=200)
-    start_from: Literal["latest", "earliest"] = "latest"
+    start_from: Literal["latest", "earliest", "sync"] = Field(
+        default="latest",
+        description="latest: changes from now on; earliest: every event Clever still keeps; "
+        "sync: a full read of Clever's Data API first (every record arrives as created), "
+        "then changes from the moment it began",
+    )
 
     _token = field_validator("token", mode="before")(_check_token)
+
+
+class DistrictResync(RequestBody):
+    emit_created: bool = Field(
+        default=True,
+        description="false: records the roster does not hold yet join it without a created "
+        "event (a district registered before the roster existed, whose subscribers already "
+        "hold its records); updates and deletes are still sent",
+    )
 
 
 class DistrictUpdate(RequestBody):
@@ -338,10 +352,23 @@ class DistrictUpdate(RequestBody):
     )
 
 
+class DistrictSync(BaseModel):
+    id: int
+    state: Literal["running", "succeeded", "failed"]
+    reason: Literal["initial", "gap", "requested", "scheduled"]
+    started_at: datetime
+    finished_at: datetime | None
+    records_read: int = Field(description="records read from Clever's Data API so far")
+    created: int
+    updated: int
+    deleted: int
+    error: str | None
+
+
 class District(BaseModel):
     id: str
     name: str | None
-    status: Literal["active", "paused", "unauthorized", "gap_detected", "error"]
+    status: Literal["active", "paused", "syncing", "unauthorized", "gap_detected", "error"]
     start_from: str
     token_source: str
     cursor: str | None = Field(description="the last stored Clever event id")
@@ -349,6 +376,9 @@ class District(BaseModel):
     last_event_at: datetime | None
     lag_seconds: float | None
     last_error: str | None
+    sync: DistrictSync | None = Field(
+        default=None, description="the district's last or running sync of the roster"
+    )
     created_at: datetime
     updated_at: datetime
 

@@ -13,6 +13,7 @@ from relay.cli import (
     keys,
     listen,
     migrate,
+    records,
     run,
     serve,
     simulate,
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         deliveries,
         subscriptions,
         districts,
+        records,
         keys,
         tokens,
     ):

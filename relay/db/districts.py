@@ -50,6 +50,7 @@ PAGE_FIELDS = (
     "updated_at",
     "status",
     "last_error",
+    "sync_id",
 )
 _PAGE_UPDATE = (
     sa.update(_TABLE)

@@ -38,6 +38,8 @@ class DistrictStatus(StrEnum):
     UNAUTHORIZED = "unauthorized"
     GAP_DETECTED = "gap_detected"
     ERROR = "error"
+    #: a sync (``relay.roster.sync``) holds the district: its polling waits until it ends
+    SYNCING = "syncing"
 
 
 class DeliveryStatus(StrEnum):
@@ -46,6 +48,13 @@ class DeliveryStatus(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+
+
+class EventSource(StrEnum):
+    CLEVER = "clever"
+    SYNC = "sync"
+    SNAPSHOT = "snapshot"
+    RELAY = "relay"
 
 
 WAITING = (DeliveryStatus.PENDING, DeliveryStatus.RETRYING)
@@ -74,6 +83,9 @@ class District(SQLModel, table=True):
     poll_after: datetime | None = _utc_column()
     lease_owner: str | None = Field(default=None, max_length=64)
     lease_until: datetime | None = _utc_column()
+    #: the district's last or running sync (``syncs``), and when one last succeeded
+    sync_id: int | None = Field(default=None, sa_type=BigId)
+    synced_at: datetime | None = _utc_column()
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
 
@@ -154,6 +166,11 @@ class Event(SQLModel, table=True):
     created: datetime = Field(sa_type=UTCDateTime, nullable=False)
     received_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
     body: str = Field(sa_type=Text)
+    #: ``clever`` (as received), ``sync`` (a difference a sync found), ``snapshot``
+    #: (a bootstrap) or ``relay`` (operational); the hot path leaves it to the default
+    source: str = Field(
+        default=EventSource.CLEVER, max_length=16, sa_column_kwargs={"server_default": "clever"}
+    )
 
 
 class Delivery(SQLModel, table=True):
@@ -280,3 +297,78 @@ class EndedUiSession(SQLModel, table=True):
 
     id: str = Field(primary_key=True, max_length=32)
     ended_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+
+
+class SyncState(StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class Sync(SQLModel, table=True):
+    """One full read of a district's Data API, compared with its roster (``relay.roster``).
+
+    Its progress is the row: the events cursor taken before reading, the record type being
+    read and the last record id read of it, and whether that type was read whole (its
+    deletes are being stored). A worker killed mid-sync leaves it here, and whichever worker
+    takes the district's lease next goes on from it."""
+
+    __tablename__ = "syncs"
+    __table_args__ = (Index("ix_syncs_district_id_id", "district_id", "id"),)
+
+    id: int | None = Field(default=None, sa_type=BigId, primary_key=True)
+    district_id: str = Field(max_length=64)
+    state: str = Field(default=SyncState.RUNNING, max_length=16)
+    reason: str = Field(max_length=16)  # initial | gap | requested | scheduled
+    #: False: a record the roster never held joins it without a ``created`` event
+    emit_created: bool = True
+    cursor_taken: bool = False
+    events_cursor: str | None = Field(default=None, max_length=24)
+    record_type: str | None = Field(default=None, max_length=16)
+    after: str | None = Field(default=None, max_length=64)
+    deleting: bool = False
+    records_read: int = 0
+    created: int = 0
+    updated: int = 0
+    deleted: int = 0
+    failures: int = 0
+    error: str | None = Field(default=None, sa_type=Text)
+    started_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    finished_at: datetime | None = _utc_column()
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+
+    def shown(self) -> dict[str, Any]:
+        """As the API and operational events show it (the progress fields stay inside)."""
+        return {
+            "id": self.id,
+            "state": self.state,
+            "reason": self.reason,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "records_read": self.records_read,
+            "created": self.created,
+            "updated": self.updated,
+            "deleted": self.deleted,
+            "error": self.error,
+        }
+
+
+class Record(SQLModel, table=True):
+    """The roster: a district's records as the relay knows them now, each with the event
+    (Clever's or a sync's) that last set it. ``schools`` and ``roles`` are the record's, as
+    `` a b `` (space-delimited, space-padded) so ``GET /v1/records`` filters with LIKE."""
+
+    __tablename__ = "records"
+    __table_args__ = (Index("ix_records_id", "id"),)
+
+    district_id: str = Field(primary_key=True, max_length=64)
+    type: str = Field(primary_key=True, max_length=16)
+    id: str = Field(primary_key=True, max_length=64)
+    object: str = Field(sa_type=Text)
+    #: None: the record joined the roster from a sync that was asked not to announce it
+    event_id: str | None = Field(default=None, max_length=24)
+    schools: str = Field(default="", sa_type=Text)
+    roles: str = Field(default="", max_length=200)
+    #: the last sync that read this record from Clever (deletes: those this sync did not)
+    sync_id: int | None = Field(default=None, sa_type=BigId)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)

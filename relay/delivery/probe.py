@@ -13,7 +13,14 @@ import json
 from datetime import datetime
 
 from relay.db import Database
-from relay.db.models import Delivery, DeliveryAttempt, DeliveryStatus, Event, Subscription
+from relay.db.models import (
+    Delivery,
+    DeliveryAttempt,
+    DeliveryStatus,
+    Event,
+    EventSource,
+    Subscription,
+)
 from relay.delivery.sender import AttemptOutcome, WebhookSender
 from relay.delivery.signing import webhook_headers
 from relay.fanout.operational import new_event_id
@@ -58,6 +65,7 @@ async def record_test(
             Event(
                 id=event_id,
                 owner=sub.owner,
+                source=EventSource.RELAY,
                 type=TEST_EVENT_TYPE,
                 record_id=sub.id,
                 created=outcome.attempted_at,

@@ -111,19 +111,26 @@ def webhook_headers(
     }
 
 
-def webhook_body(event_raw: Mapping[str, Any], district_id: str) -> bytes:
+def webhook_body(
+    event_raw: Mapping[str, Any], district_id: str, source: str | None = None
+) -> bytes:
     """The Clever event exactly as received plus a top-level ``"district"``, as compact JSON.
 
     Every key Clever sent is kept in its order (``previous_attributes`` stays under ``data``);
-    only ``district`` is added (replacing one Clever might someday send). UTF-8 is written
-    as is; should the event hold a lone surrogate, which JSON permits but UTF-8 cannot encode,
-    it falls back to ``\\u`` escapes so the body is always valid UTF-8 for the receiver.
+    only ``district`` is added (replacing one Clever might someday send), and for an event
+    the relay made (a sync's, a bootstrap's) its ``source``; Clever's own carry none. UTF-8
+    is written as is; should the event hold a lone surrogate, which JSON permits but UTF-8
+    cannot encode, it falls back to ``\\u`` escapes so the body is always valid UTF-8 for the
+    receiver.
     stdlib ``json`` costs ~10 us for a typical event, a few percent of an HTTP attempt,
     so orjson is not worth a dependency here.
     """
     payload = dict(event_raw)
     payload.pop("district", None)
     payload["district"] = district_id
+    if source is not None:
+        payload.pop("source", None)
+        payload["source"] = source
     try:
         return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:

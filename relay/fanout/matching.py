@@ -88,6 +88,16 @@ def _schools_of(record_type: str, record: Mapping[str, Any]) -> Iterator[str]:
         yield from _role_schools(record)
 
 
+def object_schools(record_type: str, record: object) -> frozenset[str]:
+    """The schools a record (an event's ``data.object``, a Data API record) belongs to."""
+    return frozenset(_schools_of(record_type, _as_mapping(record)))
+
+
+def object_roles(record: object) -> frozenset[str]:
+    """The roles a user record holds (the keys of its ``roles``)."""
+    return frozenset(k for k in _as_mapping(_as_mapping(record).get("roles")) if isinstance(k, str))
+
+
 def record_schools(event: Mapping[str, Any]) -> frozenset[str]:
     """The schools the event's record belonged to before or after the change.
 

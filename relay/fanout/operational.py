@@ -23,7 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from relay.db.models import ADMIN_OWNER, District, Event, Subscription
+from relay.db.models import ADMIN_OWNER, District, Event, EventSource, Subscription, Sync
 from relay.db.tables import insert_pending, table_of
 from relay.queue import Job
 
@@ -34,6 +34,8 @@ DISTRICT_GAP_DETECTED = "relay.district.gap_detected"
 DISTRICT_UNAUTHORIZED = "relay.district.unauthorized"
 DISTRICT_ERROR = "relay.district.error"
 DISTRICT_RECOVERED = "relay.district.recovered"
+DISTRICT_SYNCED = "relay.district.synced"
+DISTRICT_SYNC_FAILED = "relay.district.sync_failed"
 TYPES: tuple[str, ...] = (
     SUBSCRIPTION_DISABLED,
     DELIVERY_FAILED,
@@ -41,6 +43,8 @@ TYPES: tuple[str, ...] = (
     DISTRICT_UNAUTHORIZED,
     DISTRICT_ERROR,
     DISTRICT_RECOVERED,
+    DISTRICT_SYNCED,
+    DISTRICT_SYNC_FAILED,
 )
 
 
@@ -97,6 +101,7 @@ def _event_row(notice: Notice, now: datetime) -> dict[str, Any]:
         "id": event_id,
         "district_id": None,
         "owner": notice.owner,
+        "source": EventSource.RELAY,
         "type": notice.type,
         "record_id": notice.subject[:64],
         "created": now,
@@ -151,10 +156,13 @@ def subscription_disabled(subscription: Subscription) -> Notice:
     return Notice(SUBSCRIPTION_DISABLED, s.owner, s.id, shown)
 
 
-def district_notice(event_type: str, district: District, now: datetime) -> Notice:
-    """A district event, for the admin: the district as the API shows it (no token)."""
+def district_notice(
+    event_type: str, district: District, now: datetime, sync: Sync | None
+) -> Notice:
+    """A district event, for the admin: the district as the API shows it (no token), with
+    ``sync``, its last or running sync (``district.sync_id``'s row)."""
     d = district
-    shown = {
+    shown: dict[str, Any] = {
         "id": d.id,
         "name": d.name,
         "status": d.status,
@@ -168,6 +176,11 @@ def district_notice(event_type: str, district: District, now: datetime) -> Notic
         "created_at": api_time(d.created_at),
         "updated_at": api_time(d.updated_at),
     }
+    shown["sync"] = None
+    if sync is not None:
+        shown["sync"] = {
+            k: api_time(v) if isinstance(v, datetime) else v for k, v in sync.shown().items()
+        }
     return Notice(event_type, ADMIN_OWNER, d.id, shown)
 
 

@@ -10,7 +10,7 @@ import logging
 from relay._exceptions import CleverError
 from relay.clever.tokens import fetch_district_tokens
 from relay.db import Database, utcnow
-from relay.db.models import District, DistrictStatus
+from relay.db.models import District, DistrictStatus, Sync
 from relay.fanout import operational
 from relay.settings import Settings
 
@@ -49,7 +49,10 @@ async def discover_districts(settings: Settings, db: Database) -> int:
                     district.last_error = None
                     recovered.append(
                         operational.district_notice(
-                            operational.DISTRICT_RECOVERED, district, district.updated_at
+                            operational.DISTRICT_RECOVERED,
+                            district,
+                            district.updated_at,
+                            await session.get(Sync, district.sync_id) if district.sync_id else None,
                         )
                     )
                 session.add(district)

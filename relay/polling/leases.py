@@ -24,7 +24,12 @@ from relay.db.models import District, DistrictStatus
 from relay.db.tables import table_of
 from relay.db.types import UTCDateTime
 
-POLLABLE = (DistrictStatus.ACTIVE, DistrictStatus.GAP_DETECTED, DistrictStatus.ERROR)
+POLLABLE = (
+    DistrictStatus.ACTIVE,
+    DistrictStatus.GAP_DETECTED,
+    DistrictStatus.ERROR,
+    DistrictStatus.SYNCING,  # a sync runs under the lease, in the poller
+)
 #: districts per renewal statement (bind parameters stay well under any driver's limit)
 RENEW_CHUNK = 500
 

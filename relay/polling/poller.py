@@ -40,7 +40,7 @@ from relay.clever.tokens import fetch_district_tokens
 from relay.db import Database, utcnow
 from relay.db.districts import update_leased
 from relay.db.engine import refused
-from relay.db.models import District, DistrictStatus
+from relay.db.models import District, DistrictStatus, Sync
 from relay.fanout import operational
 from relay.loops import pause
 from relay.polling import leases
@@ -48,6 +48,8 @@ from relay.polling.gap import detect_gap
 from relay.polling.keeper import Lease
 from relay.polling.store import PageResult, store_page
 from relay.queue import Job, RedisQueue
+from relay.roster import sync as roster_sync
+from relay.roster import syncs
 from relay.settings import Settings
 from relay.tuning import PollingTuning
 
@@ -200,6 +202,16 @@ class DistrictPoller:
             self.failures += 1
             wait = self.app.tuning.backoff.next_delay(self.failures - 1)
             await self.note_error(str(exc), count_failure=True)
+            if self.failures >= self.app.tuning.error_after_failures:
+                await self.app.queue.enqueue(
+                    await roster_sync.fail(
+                        self.app.db,
+                        self.district_id,
+                        self.app.worker_id,
+                        str(exc),
+                        to=DistrictStatus.ERROR,
+                    )
+                )
             logger.warning(
                 "poll failed", extra=self.log_extra | {"error": str(exc), "retry_in": wait}
             )
@@ -234,12 +246,13 @@ class DistrictPoller:
             self.lease.seen_updated_at = district.updated_at
 
     async def catch_up(self) -> None:
-        district = await self.load()
+        district = await self.synced(await self.load())
         self.token_in_use = district.token
         if district.cursor is None and district.start_from == "latest" and not district.seeded:
             await self.seed(district)
             district = await self.load()
         while not self.stop.is_set():
+            district = await self.synced(district)
             limit = self.page_size or self.app.settings.clever_page_size
             page = await self.fetch(district, limit)
             now = utcnow()
@@ -267,10 +280,56 @@ class DistrictPoller:
                 )
                 self.ingested.add(result.stored, len(result.due), page.last_id)
             await self.app.queue.enqueue(result.due)
-            if caught_up:
+            if caught_up and result.district.status != DistrictStatus.SYNCING:
                 self.ingested.burst_ended(self.log_extra)
                 return
             district = await self.load()
+
+    async def synced(self, district: District) -> District:
+        """The district after its sync, if one runs or is due (``RELAY_RESYNC_EVERY``);
+        as it is otherwise. The sync runs here, under this poller's lease."""
+        if district.status != DistrictStatus.SYNCING:
+            if not self.resync_due(district):
+                return district
+            async with self.app.db.write() as session:
+                sync_id = await syncs.begin(
+                    await session.connection(), self.district_id, syncs.SCHEDULED, utcnow()
+                )
+                active = col(District.status) == DistrictStatus.ACTIVE
+                await self._update(
+                    session,
+                    active,
+                    status=DistrictStatus.SYNCING,
+                    sync_id=sync_id,
+                    updated_at=utcnow(),
+                )
+            self.keep(None)
+            district = await self.load()
+            if district.status != DistrictStatus.SYNCING:
+                return district
+        settings = self.app.settings
+        context = roster_sync.SyncContext(
+            db=self.app.db,
+            clever=self.app.clever,
+            queue=self.app.queue,
+            worker_id=self.app.worker_id,
+            lease_seconds=self.lease_seconds,
+            page_size=settings.sync_page_size,
+        )
+        self.token_in_use = district.token
+        self.keep(None)  # the sync changes the row
+        await roster_sync.DistrictSync(context, district).run()
+        self.failures = 0
+        return await self.load()
+
+    def resync_due(self, district: District) -> bool:
+        """``RELAY_RESYNC_EVERY`` has passed since the district's last sync (or it has
+        never had one) and it is active and caught up."""
+        every = self.app.settings.resync_every
+        if every is None or district.status != DistrictStatus.ACTIVE or not district.caught_up:
+            return False
+        last = district.synced_at
+        return last is None or (utcnow() - last).total_seconds() >= every
 
     def note_quiet_poll(self, district: District, now: datetime) -> None:
         """An empty page that changes nothing but the poll's time: kept in memory (the gap
@@ -295,6 +354,7 @@ class DistrictPoller:
                 caught_up=caught_up,
                 lease_seconds=self.lease_seconds,
                 gap=gap,
+                resync_on_gap=self.app.settings.resync_on_gap,
             )
             # the page's transaction extended the lease too
             self.lease.expires = max(self.lease.expires, started + self.lease_seconds)
@@ -383,6 +443,15 @@ class DistrictPoller:
         return True
 
     async def mark_unauthorized(self, error: str) -> None:
+        await self.app.queue.enqueue(
+            await roster_sync.fail(
+                self.app.db,
+                self.district_id,
+                self.app.worker_id,
+                error,
+                to=DistrictStatus.UNAUTHORIZED,
+            )
+        )
         async with self.app.db.write() as session:
             changed = await self._update(
                 session,
@@ -424,7 +493,8 @@ class DistrictPoller:
         if district is None:
             return []
         now = utcnow()
-        notice = operational.district_notice(event_type, district, now)
+        sync = await session.get(Sync, district.sync_id) if district.sync_id else None
+        notice = operational.district_notice(event_type, district, now, sync)
         return await operational.raise_notices(await session.connection(), [notice], now)
 
     async def _update(self, session: AsyncSession, *conditions: Any, **values: Any) -> bool:

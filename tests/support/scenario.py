@@ -347,6 +347,7 @@ class Scenario:
         answer: Callable[[int], Answer] | None = None,
         *,
         closed_port: bool = False,
+        owner: str = "faults",
         **filters: Any,
     ) -> Hook:
         """A subscription with its receiver; ``answer(k)`` gives the k-th answer per event
@@ -360,7 +361,7 @@ class Scenario:
                 per_event(receiver, answer)
             server = self.stack.enter_context(serve(receiver.app()))
             url = f"{server.url}/{name}"
-        sub = Subscription(owner="faults", url=url, secret=generate_secret(), **filters)
+        sub = Subscription(owner=owner, url=url, secret=generate_secret(), **filters)
         async with self.db.write() as session:
             session.add(sub)
         async with self.db.read() as session:

@@ -35,7 +35,9 @@ from relay.api.query import (
 )
 from relay.api.routes.deliveries import delivery_out
 from relay.api.spec import CURSOR, LIMIT, Operation, Query, operation
-from relay.db.models import Delivery, Event, Subscription
+from relay.db.models import Delivery, Event, EventSource, Subscription
+
+SOURCES = tuple(s.value for s in EventSource)
 
 
 def _owned_subscriptions(owner: str) -> Any:
@@ -61,6 +63,7 @@ def event_out(event: Event) -> log_schemas.Event:
         owner=event.owner,
         type=event.type,
         record_id=event.record_id,
+        source=event.source,
         created=event.created,
         received_at=event.received_at,
     )
@@ -82,6 +85,12 @@ def event_out(event: Event) -> log_schemas.Event:
             Query(
                 "record_id", {"type": "string", "pattern": IDENTIFIER}, "the changed record's id"
             ),
+            Query(
+                "source",
+                {"type": "string", "enum": list(SOURCES)},
+                "clever (as received), sync (a difference a sync found), snapshot (a "
+                "bootstrap) or relay (operational)",
+            ),
             SINCE,
             UNTIL,
             LIMIT,
@@ -98,6 +107,9 @@ async def list_events(request: Request) -> Response:
     district = parse_identifier(request, "district")
     event_type = parse_event_type(request, "type")
     record_id = parse_identifier(request, "record_id")
+    source = request.query_params.get("source")
+    if source is not None and source not in SOURCES:
+        raise ApiError(422, f"source: must be one of {', '.join(SOURCES)}, not {source[:40]!r}")
     since, until = parse_window(request)
     query = select(Event).order_by(col(Event.id).desc()).limit(limit + 1)
     if district is not None:
@@ -106,6 +118,8 @@ async def list_events(request: Request) -> Response:
         query = query.where(col(Event.type) == event_type)
     if record_id is not None:
         query = query.where(col(Event.record_id) == record_id)
+    if source is not None:
+        query = query.where(col(Event.source) == source)
     if since is not None:
         query = query.where(col(Event.created) >= since)
     if until is not None:

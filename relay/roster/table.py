@@ -1,0 +1,185 @@
+"""The roster table's reads and writes.
+
+Every stored event changes the roster in its page's transaction (``apply``): ``created`` and
+``updated`` set the record to the event's ``data.object``, ``deleted`` removes it. What a
+change writes is worked out before the transaction (``change_of``), like the rest of a page,
+and a page's changes go in as one upsert and one delete, the last event of a record winning.
+A sync reads the records of a Data API page (``known``), marks every record it read
+(``sync_id``), and once a type was read whole finds what it did not read (``unseen``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any, NamedTuple
+
+import sqlalchemy as sa
+from sqlalchemy import String, bindparam
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from relay.clever.events import CleverEvent, indexed
+from relay.db.models import Record
+from relay.db.tables import one_of, table_of
+from relay.fanout.matching import ACTIONS, RECORD_TYPES, object_roles, object_schools
+
+_TABLE = table_of(Record)
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+class Change(NamedTuple):
+    """What one event does to the roster: ``object`` None removes the record."""
+
+    record_type: str
+    record_id: str
+    object: str | None
+    event_id: str | None
+    schools: str
+    roles: str
+
+
+def padded(values: Iterable[str]) -> str:
+    """`` a b `` for LIKE '% a %' filters (ids and roles hold no spaces); '' for none."""
+    listed = sorted(v for v in values if v and " " not in v)
+    return f" {' '.join(listed)} " if listed else ""
+
+
+def record_change(record_type: str, record: dict[str, Any], event_id: str | None) -> Change:
+    """The roster row for ``record`` as it is now."""
+    return Change(
+        record_type,
+        indexed(str(record["id"])),
+        _dumps(record),
+        event_id,
+        padded(object_schools(record_type, record)),
+        padded(object_roles(record)) if record_type == "users" else "",
+    )
+
+
+def change_of(event: CleverEvent) -> Change | None:
+    """The event's change to the roster; None for a type the roster does not keep."""
+    record_type, action = event.record_type, event.action
+    if record_type not in RECORD_TYPES or action not in ACTIONS:
+        return None
+    if action == "deleted":
+        return Change(record_type, event.record_id, None, event.id, "", "")
+    return record_change(record_type, event.raw["data"]["object"], event.id)
+
+
+async def apply(
+    conn: AsyncConnection,
+    district_id: str,
+    changes: Iterable[Change],
+    now: datetime,
+    sync_id: int | None = None,
+) -> None:
+    """Write ``changes`` (in event order: a record's last change wins)."""
+    last: dict[tuple[str, str], Change] = {}
+    for change in changes:
+        last[(change.record_type, change.record_id)] = change
+    upserts = [
+        {
+            "district_id": district_id,
+            "type": c.record_type,
+            "id": c.record_id,
+            "object": c.object,
+            "event_id": c.event_id,
+            "schools": c.schools,
+            "roles": c.roles,
+            "sync_id": sync_id,
+            "updated_at": now,
+        }
+        for c in last.values()
+        if c.object is not None
+    ]
+    deletes = [
+        {"b_district": district_id, "b_type": c.record_type, "b_id": c.record_id}
+        for c in last.values()
+        if c.object is None
+    ]
+    if upserts:
+        await conn.execute(_UPSERT[conn.dialect.name], upserts)
+    if deletes:
+        await conn.execute(_DELETE, deletes)
+
+
+async def known(
+    conn: AsyncConnection, district_id: str, record_type: str, ids: Sequence[str]
+) -> dict[str, str]:
+    """The stored object (JSON text) of each of ``ids`` the roster holds."""
+    if not ids:
+        return {}
+    rows = await conn.execute(
+        _KNOWN, {"b_district": district_id, "b_type": record_type, "b_ids": list(ids)}
+    )
+    return {i: obj for i, obj in rows.all()}
+
+
+async def mark_read(
+    conn: AsyncConnection, district_id: str, record_type: str, ids: Sequence[str], sync_id: int
+) -> None:
+    """Note that sync ``sync_id`` read ``ids`` from Clever."""
+    if ids:
+        await conn.execute(
+            _MARK,
+            {
+                "b_district": district_id,
+                "b_type": record_type,
+                "b_ids": list(ids),
+                "b_sync": sync_id,
+            },
+        )
+
+
+async def unseen(
+    conn: AsyncConnection, district_id: str, record_type: str, sync_id: int, limit: int
+) -> list[tuple[str, str]]:
+    """Up to ``limit`` (id, object) of ``record_type`` that sync ``sync_id`` did not read."""
+    rows = await conn.execute(
+        _UNSEEN,
+        {"b_district": district_id, "b_type": record_type, "b_sync": sync_id, "b_limit": limit},
+    )
+    return [(i, obj) for i, obj in rows.all()]
+
+
+def _upsert(dialect: Any) -> Any:
+    insert = dialect.insert(_TABLE)
+    excluded = insert.excluded
+    return insert.on_conflict_do_update(
+        index_elements=[_TABLE.c.district_id, _TABLE.c.type, _TABLE.c.id],
+        set_={
+            "object": excluded.object,
+            "event_id": excluded.event_id,
+            "schools": excluded.schools,
+            "roles": excluded.roles,
+            "sync_id": sa.func.coalesce(excluded.sync_id, _TABLE.c.sync_id),
+            "updated_at": excluded.updated_at,
+        },
+    )
+
+
+_UPSERT = {"postgresql": _upsert(postgresql), "sqlite": _upsert(sqlite)}
+_IN_TYPE = sa.and_(
+    _TABLE.c.district_id == bindparam("b_district"), _TABLE.c.type == bindparam("b_type")
+)
+_DELETE = sa.delete(_TABLE).where(_IN_TYPE).where(_TABLE.c.id == bindparam("b_id"))
+_KNOWN = (
+    sa.select(_TABLE.c.id, _TABLE.c.object)
+    .where(_IN_TYPE)
+    .where(one_of(_TABLE.c.id, "b_ids", String()))
+)
+_MARK = (
+    sa.update(_TABLE)
+    .where(_IN_TYPE)
+    .where(one_of(_TABLE.c.id, "b_ids", String()))
+    .values(sync_id=bindparam("b_sync"))
+)
+_UNSEEN = (
+    sa.select(_TABLE.c.id, _TABLE.c.object)
+    .where(_IN_TYPE)
+    .where(sa.or_(_TABLE.c.sync_id.is_(None), _TABLE.c.sync_id != bindparam("b_sync")))
+    .order_by(_TABLE.c.id)
+    .limit(bindparam("b_limit"))
+)
