@@ -292,17 +292,14 @@ class DistrictPoller:
             if not self.resync_due(district):
                 return district
             async with self.app.db.write() as session:
-                sync_id = await syncs.begin(
-                    await session.connection(), self.district_id, syncs.SCHEDULED, utcnow()
-                )
+                now = utcnow()
                 active = col(District.status) == DistrictStatus.ACTIVE
-                await self._update(
-                    session,
-                    active,
-                    status=DistrictStatus.SYNCING,
-                    sync_id=sync_id,
-                    updated_at=utcnow(),
-                )
+                if await self._update(
+                    session, active, status=DistrictStatus.SYNCING, updated_at=now
+                ):
+                    conn = await session.connection()
+                    sync_id = await syncs.begin(conn, self.district_id, syncs.SCHEDULED, now)
+                    await self._update(session, sync_id=sync_id)
             self.keep(None)
             district = await self.load()
             if district.status != DistrictStatus.SYNCING:
