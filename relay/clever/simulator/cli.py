@@ -61,7 +61,8 @@ def banner(sim: Simulator, base: str) -> str:
     nothing here is a secret of the relay's)."""
     config = sim.config
     lines = [
-        f"Clever simulator on {base}  (API {base}/v3.1/events, control {base}/_sim/state)",
+        f"Clever simulator on {base}  (API {base}/v3.1/events and /v3.1/users etc., "
+        f"control {base}/_sim/state)",
         f"  {config.events_per_second:g} new events/s per district"
         + ("" if config.events_per_second else " (none: pass --rate to make some)"),
         f"  OAuth: {base}/oauth/tokens  client_id={config.client_id} "

@@ -1,14 +1,25 @@
 """The ``/_sim`` control API: JSON, no auth. Drives the simulator from tests and benchmarks.
 
 ====================================================  ==========================================
-``GET /_sim/state``                                   districts, tokens, event counts, ids, faults
-``POST /_sim/districts`` ``{"name"?}``                add a district → 201 ``{"id","name","token"}``
+``GET /_sim/state``                                   districts (tokens, event counts and ids,
+                                                      record counts, shared), rate, faults
+``POST /_sim/districts`` ``{"name"?, "size"?}``      add a district → 201 ``{"id","name","token",
+                                                      "records": {type: count}}``; ``size`` has
+                                                      :class:`RosterSize`'s fields (each optional)
 ``POST /_sim/districts/{id}/rotate-token``            new token; the old one gets 401
 ``POST /_sim/districts/{id}/events``                  scripted ``[{type, object?, previous_attributes?}]``
-                                                      (or ``{"events": [...]}``) or ``{"generate": N}``
+                                                      (or ``{"events": [...]}``) or ``{"generate": N}``;
+                                                      an ``object`` (with an ``id``) sets or deletes
+                                                      its record in the Data API
 ``POST /_sim/districts/{id}/backlog``                 ``{"count": N, "span"?: s}`` events in the recent past
+``POST /_sim/districts/{id}/drift``                   ``{"created"?, "updated"?, "deleted"?: N,
+                                                      "record_types"?: [...]}``: records change
+                                                      with no event → ``{"created": [{"type",
+                                                      "id"}], "updated": [...], "deleted": [...]}``
 ``GET /_sim/events/{id}``                             when an event appeared (for latency measurements)
 ``POST|GET|DELETE /_sim/faults``                      add (see faults.py), list, clear fault rules
+``DELETE /_sim/faults/{id}``                          remove one rule → ``{"removed": <rule>}`` (404
+                                                      if none: a counted rule used up is gone)
 ``GET|DELETE /_sim/requests``                         the request log (``?since=<seq>``), or clear it
 ``POST /_sim/rate`` ``{"events_per_second": x}``      steady generation rate, per district
 ``POST /_sim/expire``                                 ``{"before_id"|"older_than_seconds"|"count",
@@ -25,6 +36,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from relay.clever.simulator.roster import RosterSize
 from relay.clever.simulator.state import Simulator, UnknownDistrict
 
 
@@ -70,11 +82,22 @@ def _state(sim: Simulator, body: Any, params: dict[str, Any]) -> Response:
 
 
 def _add_district(sim: Simulator, body: Any, params: dict[str, Any]) -> Response:
-    name = body.get("name") if isinstance(body, dict) else None
+    if not isinstance(body, dict):
+        raise ValueError("body must be a JSON object")
+    name = body.get("name")
     if name is not None and not isinstance(name, str):
         raise ValueError("'name' must be a string")
-    district = sim.add_district(name)
-    return JSONResponse({"id": district.id, "name": district.name, "token": district.token}, 201)
+    size = RosterSize.from_json(body["size"]) if body.get("size") is not None else None
+    district = sim.add_district(name, size)
+    return JSONResponse(
+        {
+            "id": district.id,
+            "name": district.name,
+            "token": district.token,
+            "records": district.roster.counts(),
+        },
+        201,
+    )
 
 
 def _rotate(sim: Simulator, body: Any, params: dict[str, Any]) -> Response:
@@ -108,6 +131,28 @@ def _backlog(sim: Simulator, body: Any, params: dict[str, Any]) -> Response:
     return JSONResponse({"count": int(count), "first_id": first, "last_id": store.newest()}, 201)
 
 
+def _drift(sim: Simulator, body: Any, params: dict[str, Any]) -> Response:
+    if not isinstance(body, dict):
+        raise ValueError("body must be a JSON object")
+    known = ("created", "updated", "deleted", "record_types")
+    unknown = sorted(set(body) - set(known))
+    if unknown:
+        raise ValueError(f"unknown field {unknown[0]!r}; expected {', '.join(known)}")
+    types = body.get("record_types")
+    if types is not None and not (
+        isinstance(types, list) and all(isinstance(t, str) for t in types)
+    ):
+        raise ValueError("'record_types' must be a list of record types")
+    counts = {name: body.get(name, 0) for name in known[:3]}
+    drift = sim.drift(params["district_id"], record_types=types, **counts)
+    return JSONResponse(
+        {
+            action: [{"type": t, "id": rid} for t, rid in getattr(drift, action)]
+            for action in known[:3]
+        }
+    )
+
+
 def _event_info(sim: Simulator, body: Any, params: dict[str, Any]) -> Response:
     for district in sim.districts.values():
         event = district.store.by_id.get(params["event_id"])
@@ -130,6 +175,14 @@ def _add_fault(sim: Simulator, body: Any, params: dict[str, Any]) -> Response:
 
 def _faults(sim: Simulator, body: Any, params: dict[str, Any]) -> Response:
     return JSONResponse({"data": [r.to_json() for r in sim.faults.rules]})
+
+
+def _remove_fault(sim: Simulator, body: Any, params: dict[str, Any]) -> Response:
+    raw = params["fault_id"]
+    rule = sim.faults.remove(int(raw)) if raw.isdigit() else None
+    if rule is None:
+        return _error(404, f"no fault rule {raw!r} (a counted rule used up is gone)")
+    return JSONResponse({"removed": rule.to_json()})
 
 
 def _clear_faults(sim: Simulator, body: Any, params: dict[str, Any]) -> Response:
@@ -190,10 +243,12 @@ def control_routes() -> list[Route]:
         _route("/_sim/districts/{district_id}/rotate-token", _rotate, "POST"),
         _route("/_sim/districts/{district_id}/events", _events, "POST"),
         _route("/_sim/districts/{district_id}/backlog", _backlog, "POST"),
+        _route("/_sim/districts/{district_id}/drift", _drift, "POST"),
         _route("/_sim/events/{event_id}", _event_info, "GET"),
         _route("/_sim/faults", _add_fault, "POST"),
         _route("/_sim/faults", _faults, "GET"),
         _route("/_sim/faults", _clear_faults, "DELETE"),
+        _route("/_sim/faults/{fault_id}", _remove_fault, "DELETE"),
         Route("/_sim/requests", _requests, methods=["GET"]),
         _route("/_sim/requests", _clear_requests, "DELETE"),
         _route("/_sim/rate", _rate, "POST"),

@@ -1,8 +1,13 @@
 """Fault injection: make the simulated Clever misbehave on demand or at random.
 
-A :class:`FaultRule` fires on API requests (``/v3.1/...``) of one district or of all. It fires
-for the next ``count`` matching requests (on demand), or with ``probability`` per request
-(random; ``count`` then caps how often), or both. Kinds:
+A :class:`FaultRule` fires on API requests (``/v3.1/...``) of one district or of all, and, with
+a ``path`` (a prefix such as ``/v3.1/users`` or ``/v3.1/events``), only on requests whose path
+starts with it. It fires for the next ``count`` matching requests (on demand; ``1`` when
+neither ``count`` nor ``probability`` is given, and never used up when ``count`` is ``null``),
+or with ``probability`` per request (random; ``count`` then caps how often), or both. A rule
+that is never used up stays until it is removed (``DELETE /_sim/faults/{id}``): ``{"kind":
+"503", "count": null, "path": "/v3.1/events"}`` holds the events endpoint back while the Data
+API answers. The first rule (in the order added) that matches a request fires. Kinds:
 
 ==========  ===========================================================================
 ``500``     500/502/503 with a JSON ``{"message": ...}`` body (also ``502``, ``503``)
@@ -50,6 +55,7 @@ class FaultRule:
     count: int | None = 1  # requests left; None = unlimited
     probability: float = 1.0
     district: str | None = None  # None = every district
+    path: str | None = None  # a path prefix; None = every API path
     delay: float = 2.0  # slow
     reset_in: float = 5.0  # 429
     status: int = 200  # html
@@ -68,9 +74,12 @@ def parse_rule(spec: Any, rule_id: int) -> FaultRule:
         raise ValueError(f"'kind' must be one of {', '.join(FAULT_KINDS)}")
     probability = spec.get("probability")
     count = spec.get("count")
-    if count is None and probability is None:
+    if "count" not in spec and probability is None:
         count = 1
-    rule = FaultRule(id=rule_id, kind=kind, count=count, district=spec.get("district"))
+    path = spec.get("path")
+    if path is not None and not (isinstance(path, str) and path.startswith("/")):
+        raise ValueError("'path' must be a path prefix starting with '/', e.g. /v3.1/users")
+    rule = FaultRule(id=rule_id, kind=kind, count=count, district=spec.get("district"), path=path)
     try:
         if count is not None:
             rule.count = int(count)
@@ -112,10 +121,21 @@ class FaultInjector:
     def clear(self) -> None:
         self.rules.clear()
 
-    def pick(self, district: str | None) -> FaultRule | None:
+    def remove(self, rule_id: int) -> FaultRule | None:
+        """Take one rule out (None if there is none of that id: a counted rule used up
+        removes itself)."""
+        for rule in self.rules:
+            if rule.id == rule_id:
+                self.rules.remove(rule)
+                return rule
+        return None
+
+    def pick(self, district: str | None, path: str = "") -> FaultRule | None:
         """The fault for this request, if any (consumes one use of a counted rule)."""
         for rule in self.rules:
             if rule.district is not None and rule.district != district:
+                continue
+            if rule.path is not None and not path.startswith(rule.path):
                 continue
             if rule.probability < 1.0 and self.rng.random() >= rule.probability:
                 continue

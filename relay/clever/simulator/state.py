@@ -16,16 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from relay.clever.simulator.faults import FaultInjector
-from relay.clever.simulator.records import SCOPES, RecordFactory, iso_ms
-from relay.clever.simulator.stream import (
-    EventGenerator,
-    EventStore,
-    IdClock,
-    Roster,
-    RosterSize,
-    StoredEvent,
-    scripted,
-)
+from relay.clever.simulator.records import RECORD_TYPES, SCOPES, RecordFactory, iso_ms
+from relay.clever.simulator.roster import Drift, Roster, RosterSize
+from relay.clever.simulator.stream import EventGenerator, EventStore, IdClock, StoredEvent, scripted
 
 DAY = 86_400
 
@@ -148,9 +141,11 @@ class Simulator:
     def _new_token(self) -> str:
         return f"{self.rng.getrandbits(160):040x}"
 
-    def add_district(self, name: str | None = None) -> District:
+    def add_district(self, name: str | None = None, size: RosterSize | None = None) -> District:
+        """A new district with its token and roster (``size``, default the config's: see
+        :class:`RosterSize`; the 100,000 records of ``LARGE_DISTRICT`` take about 3 s)."""
         record = self.factory.district(name)
-        roster = Roster(self.factory, record, self.config.roster_size())
+        roster = Roster(self.factory, record, size or self.config.roster_size())
         district = District(
             id=record["id"],
             name=record["name"],
@@ -198,15 +193,40 @@ class Simulator:
 
     def add_events(self, district_id: str, specs: list[Any]) -> list[StoredEvent]:
         """Append scripted events ``{"type", "object"?, "previous_attributes"?}`` (validated
-        first: a bad item appends nothing)."""
+        first: a bad item appends nothing).
+
+        An event with an ``object`` applies to the roster as the relay would apply it
+        (``created``/``updated``: the object replaces the record of its id; ``deleted``: the
+        record leaves), so the Data API stays what the events made it; one without is made
+        (and applied) by the generator."""
         district = self.district(district_id)
         parsed = [scripted(spec) for spec in specs]
         out = []
         for type_, obj, prev in parsed:
             if obj is None:
                 type_, obj, prev = district.generator.generate(type_)
+            else:
+                district.roster.apply(type_, obj)
             out.append(district.store.append(type_, obj, prev))
         return out
+
+    def drift(
+        self,
+        district_id: str,
+        created: int = 0,
+        updated: int = 0,
+        deleted: int = 0,
+        record_types: list[str] | None = None,
+    ) -> Drift:
+        """Change records of the district's Data API with no event (see
+        :meth:`Roster.drift`): what a sync exists to find. Raises ``ValueError`` (nothing
+        changed) for a negative count, an unknown type or counts the pools cannot take."""
+        district = self.district(district_id)
+        for name, value in (("created", created), ("updated", updated), ("deleted", deleted)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"'{name}' must be an integer >= 0")
+        types = RECORD_TYPES if record_types is None else record_types
+        return district.roster.drift(created, updated, deleted, types)
 
     def add_backlog(self, district_id: str, count: int, span: float | None = None) -> int:
         """Append ``count`` generated events spread over the recent past (within retention).
@@ -309,6 +329,8 @@ class Simulator:
                     "event_count": len(d.store),
                     "oldest_event_id": d.store.oldest(),
                     "newest_event_id": d.store.newest(),
+                    "records": d.roster.counts(),
+                    "shared": d.roster.shared,
                 }
                 for d in self.districts.values()
             ],

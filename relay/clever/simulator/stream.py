@@ -1,4 +1,5 @@
-"""Per-district event stores, ObjectId-like event ids, and the event generator.
+"""Per-district event stores, ObjectId-like event ids, and the event generator (which
+changes the district's roster, ``roster.py``, as each event it makes says).
 
 Ids are 24 hex characters: the first 8 are the unix second of creation, the other 16 a
 counter shared by the whole simulator, so within a district ids sort by time and strictly
@@ -13,19 +14,13 @@ from __future__ import annotations
 
 import bisect
 import json
-import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from relay.clever.simulator.records import (
-    ACTIONS,
-    RECORD_TYPES,
-    Record,
-    RecordFactory,
-    record_schools,
-)
+from relay.clever.simulator.records import ACTIONS, RECORD_TYPES, Record, record_schools
+from relay.clever.simulator.roster import Roster
 
 EVENT_TYPES = tuple(f"{r}.{a}" for r in RECORD_TYPES for a in ACTIONS)
 API_PREFIX = "/v3.1"
@@ -196,143 +191,6 @@ class EventStore:
         return out
 
 
-class Pool:
-    """Records of one type, with O(1) add, remove and random pick."""
-
-    def __init__(self) -> None:
-        self.keys: list[str] = []
-        self.pos: dict[str, int] = {}
-        self.items: dict[str, Record] = {}
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-    def add(self, record: Record) -> Record:
-        rid = record["id"]
-        self.pos[rid] = len(self.keys)
-        self.keys.append(rid)
-        self.items[rid] = record
-        return record
-
-    def remove(self, rid: str) -> Record:
-        i = self.pos.pop(rid)
-        last = self.keys.pop()
-        if last != rid:
-            self.keys[i] = last
-            self.pos[last] = i
-        return self.items.pop(rid)
-
-    def pick(self, rng: random.Random) -> Record:
-        return self.items[self.keys[rng.randrange(len(self.keys))]]
-
-
-@dataclass
-class RosterSize:
-    schools: int = 3
-    students_per_school: int = 30
-    teachers_per_school: int = 4
-    sections_per_school: int = 6
-    courses: int = 6
-    terms: int = 2
-    resources: int = 3
-
-
-class Roster:
-    """A district's current records, which the generator creates, edits and deletes."""
-
-    def __init__(self, factory: RecordFactory, district: Record, size: RosterSize) -> None:
-        self.factory = factory
-        self.district = district
-        did = district["id"]
-        self.pools: dict[str, Pool] = {t: Pool() for t in RECORD_TYPES if t != "districts"}
-        for _ in range(max(1, size.courses)):
-            self.pools["courses"].add(factory.course(did))
-        for i in range(max(1, size.terms)):
-            self.pools["terms"].add(factory.term(did, 2024 + i // 2))
-        for _ in range(size.resources):
-            self.pools["resources"].add(factory.resource(did))
-        users = self.pools["users"]
-        users.add(factory.district_admin(did))
-        school_ids = [
-            self.pools["schools"].add(factory.school(did))["id"]
-            for _ in range(max(1, size.schools))
-        ]
-        for sid in school_ids:
-            studs = [
-                users.add(factory.student(did, sid))["id"] for _ in range(size.students_per_school)
-            ]
-            teach = [
-                users.add(factory.teacher(did, sid))["id"] for _ in range(size.teachers_per_school)
-            ]
-            for _ in range(size.sections_per_school):
-                self._add_section(sid, studs, teach)
-            for i in range(0, len(studs), 10):
-                users.add(factory.contact(did, studs[i : i + 2]))
-        if school_ids:
-            users.add(factory.staff(did, school_ids[:2]))
-
-    def school_ids(self) -> list[str]:
-        return list(self.pools["schools"].keys)
-
-    def some_teacher(self, school: object, tries: int = 16) -> str | None:
-        """A teacher of ``school``, found by sampling the users (cheap at any roster size),
-        or None if a few picks found none."""
-        users = self.pools["users"]
-        for _ in range(tries if len(users) else 0):
-            user = users.pick(self.factory.rng)
-            role = user.get("roles", {}).get("teacher")
-            if isinstance(role, dict) and role.get("school") == school:
-                return str(user["id"])
-        return None
-
-    def _add_section(self, school: str, students: list[str], teachers: list[str]) -> Record:
-        f, rng = self.factory, self.factory.rng
-        course = self.pools["courses"].pick(rng)
-        term = self.pools["terms"].pick(rng)["id"]
-        students = list(dict.fromkeys(students))
-        picked = rng.sample(students, min(len(students), rng.randint(3, 12)))
-        teach = rng.sample(teachers, min(len(teachers), 1)) if teachers else []
-        section = f.section(self.district["id"], school, course, term, picked, teach)
-        return self.pools["sections"].add(section)
-
-    def create(self, record_type: str) -> Record:
-        f, rng, did = self.factory, self.factory.rng, self.district["id"]
-        schools = self.school_ids()
-        if record_type == "users":
-            if not schools:
-                return self.pools["users"].add(f.district_admin(did))
-            school = rng.choice(schools)
-            roll = rng.random()
-            if roll < 0.7:
-                extra = [rng.choice(schools)] if rng.random() < 0.1 else []
-                return self.pools["users"].add(f.student(did, school, extra))
-            if roll < 0.88:
-                return self.pools["users"].add(f.teacher(did, school))
-            if roll < 0.95:
-                return self.pools["users"].add(f.contact(did, []))
-            return self.pools["users"].add(f.staff(did, [school]))
-        if record_type == "sections":
-            school = rng.choice(schools)
-            users = self.pools["users"]
-            studs: list[str] = []
-            teach: list[str] = []
-            for _ in range(min(20, len(users))):
-                user = users.pick(rng)
-                roles = user["roles"]
-                if roles.get("student", {}).get("school") == school:
-                    studs.append(user["id"])
-                elif roles.get("teacher", {}).get("school") == school:
-                    teach.append(user["id"])
-            return self._add_section(school, studs, teach)
-        maker = {
-            "schools": f.school,
-            "courses": f.course,
-            "terms": f.term,
-            "resources": f.resource,
-        }[record_type]
-        return self.pools[record_type].add(maker(did))
-
-
 class EventGenerator:
     """Draws plausible events for a roster: ``(type, object, previous_attributes | None)``."""
 
@@ -347,33 +205,45 @@ class EventGenerator:
             self._cum.append(total)
 
     def generate(self, type_: str | None = None) -> tuple[str, Record, Record | None]:
+        """One event, applied to the roster: ``(type, object, previous_attributes | None)``.
+
+        ``type_`` (default: drawn by :data:`WEIGHTS`) may come out as another: an update or
+        delete with nothing to edit, or a delete of a pool's last record, becomes a create;
+        any ``districts.*`` of an unshared district shares it again (``districts.created``).
+        """
         rng, roster = self.rng, self.roster
         if type_ is None:
             type_ = self._types[bisect.bisect_right(self._cum, rng.random() * self._cum[-1])]
         record_type, action = type_.split(".", 1)
         if record_type == "districts":
             obj = roster.district
-            if action == "updated":
-                prev = roster.factory.change("districts", obj, [])
-                return type_, obj, prev
-            return type_, obj, None
+            if not roster.shared or action == "created":
+                roster.share(True)
+                return "districts.created", obj, None
+            if action == "deleted":
+                roster.share(False)
+                return type_, obj, None
+            return type_, obj, roster.change("districts", obj)
         pool = roster.pools[record_type]
-        if action == "created" or not pool or (action == "deleted" and len(pool) <= 1):
+        if action == "created" or not pool.pickable or (action == "deleted" and pool.pickable <= 1):
             # Never empty a pool: an update of nothing or a delete of the last becomes a create.
-            obj = roster.create(record_type)
-            return f"{record_type}.created", obj, None
+            made = roster.creatable(record_type)
+            return f"{made}.created", roster.create(made), None
         if action == "deleted":
-            return type_, pool.remove(pool.pick(rng)["id"]), None
+            obj = pool.pick(rng)
+            pool.remove(obj["id"])
+            return type_, obj, None
         obj = pool.pick(rng)
-        teacher = roster.some_teacher(obj.get("school")) if record_type == "sections" else None
-        prev = roster.factory.change(record_type, obj, roster.school_ids(), teacher)
-        return type_, obj, prev
+        return type_, obj, roster.change(record_type, obj)
 
 
 def scripted(spec: Any) -> tuple[str, Record | None, Record | None]:
     """Validate one scripted event ``{"type", "object"?, "previous_attributes"?}``.
 
-    Without ``object`` the generator makes an event of that type.
+    Without ``object`` the generator makes an event of that type. An ``object`` needs a
+    string ``id`` (the record it sets or deletes in the roster, as the relay needs one too)
+    and comes back as a copy, which the roster keeps: the caller's dict is never edited by
+    later events.
     """
     if not isinstance(spec, dict):
         raise ValueError("each scripted event must be an object")
@@ -382,8 +252,15 @@ def scripted(spec: Any) -> tuple[str, Record | None, Record | None]:
         raise ValueError(f"unknown event type {type_!r}; expected one of {', '.join(EVENT_TYPES)}")
     obj = spec.get("object")
     prev = spec.get("previous_attributes")
-    if obj is not None and not isinstance(obj, dict):
-        raise ValueError("'object' must be a JSON object")
+    if obj is not None:
+        if not isinstance(obj, dict):
+            raise ValueError("'object' must be a JSON object")
+        if not isinstance(obj.get("id"), str) or not obj["id"]:
+            raise ValueError("'object' needs a string 'id'")
+        try:
+            obj = json.loads(_dumps(obj))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"'object' must be plain JSON: {exc}") from exc
     if prev is not None and not isinstance(prev, dict):
         raise ValueError("'previous_attributes' must be a JSON object")
     return type_, obj, prev

@@ -204,3 +204,57 @@ def test_request_log(sim: Sim) -> None:
     assert [e["status"] for e in newer] == [401]
     sim.http.delete("/_sim/requests")
     assert sim.http.get("/_sim/requests").json()["data"] == []
+
+
+def test_fault_on_a_path_prefix(sim: Sim) -> None:
+    """A rule with a path fires only on requests under it: one Data API page gets its 429
+    while the events and the other types answer."""
+    rule = _fault(sim, kind="429", reset_in=2, path="/v3.1/users")
+    assert rule["path"] == "/v3.1/users"
+    assert sim.events().status_code == 200
+    assert sim.http.get("/v3.1/schools", headers=sim.auth()).status_code == 200
+    limited = sim.http.get("/v3.1/users?limit=5", headers=sim.auth())
+    assert limited.status_code == 429
+    assert limited.content == b""
+    assert "clever-request-id" in limited.headers
+    assert sim.http.get("/v3.1/users?limit=5", headers=sim.auth()).status_code == 200
+    _fault(sim, kind="500", path=f"/v3.1/sections/{'0' * 24}")
+    assert sim.http.get("/v3.1/sections", headers=sim.auth()).status_code == 200
+    assert sim.http.get(f"/v3.1/sections/{'0' * 24}", headers=sim.auth()).status_code == 500
+    for bad in ("v3.1/users", 5, ""):
+        r = sim.http.post("/_sim/faults", json={"kind": "500", "path": bad})
+        assert r.status_code == 400
+        assert "'path'" in r.json()["error"]
+
+
+def test_hold_back_the_events_then_release_one_rule(sim: Sim) -> None:
+    """``count: null`` never runs out: the events endpoint answers 503 while records drift
+    and events expire, until ``DELETE /_sim/faults/{id}`` takes that rule (and no other)."""
+    ids = sim.generate(20)
+    hold = _fault(sim, kind="503", count=None, path="/v3.1/events")
+    assert hold["count"] is None
+    other = _fault(sim, kind="500", count=5, path="/v3.1/terms", district=sim.districts[1]["id"])
+    for _ in range(5):
+        assert sim.events().status_code == 503
+        assert sim.http.get(f"/v3.1/events/{ids[0]}", headers=sim.auth()).status_code == 503
+    assert sim.http.get("/v3.1/users", headers=sim.auth()).status_code == 200
+    r = sim.http.post(f"/_sim/districts/{sim.district}/drift", json={"updated": 3})
+    assert r.status_code == 200
+    sim.http.post("/_sim/expire", json={"count": 10})
+    assert [f["id"] for f in sim.http.get("/_sim/faults").json()["data"]] == [
+        hold["id"],
+        other["id"],
+    ]
+    removed = sim.http.delete(f"/_sim/faults/{hold['id']}")
+    assert removed.status_code == 200
+    assert removed.json()["removed"]["id"] == hold["id"]
+    assert removed.json()["removed"]["fired"] == 10
+    body = sim.events().json()
+    assert [item["data"]["id"] for item in body["data"]] == ids[10:]
+    assert [f["id"] for f in sim.http.get("/_sim/faults").json()["data"]] == [other["id"]]
+    assert sim.http.delete(f"/_sim/faults/{hold['id']}").status_code == 404
+    assert sim.http.delete("/_sim/faults/nope").status_code == 404
+    # A counted rule used up removes itself.
+    used = _fault(sim, kind="502", path="/v3.1/events")
+    assert sim.events().status_code == 502
+    assert sim.http.delete(f"/_sim/faults/{used['id']}").status_code == 404
