@@ -96,9 +96,10 @@ class DistrictSync:
             | {
                 "sync_id": sync.id,
                 "records_read": sync.records_read,
-                "created": sync.created,
-                "updated": sync.updated,
-                "deleted": sync.deleted,
+                # not "created": a LogRecord attribute (logging refuses to overwrite it)
+                "records_created": sync.created,
+                "records_updated": sync.updated,
+                "records_deleted": sync.deleted,
             },
         )
 

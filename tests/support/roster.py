@@ -6,6 +6,7 @@ relay's own roster."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -58,6 +59,10 @@ def data_api_records(clever_url: str, token: str, page: int = 1000) -> dict[Key,
             while True:
                 params = {"limit": str(page)} | ({"starting_after": after} if after else {})
                 response = client.get(f"/v3.1/{record_type}", params=params)
+                if response.status_code == 429:  # the relay's token is ours too: wait
+                    reset = float(response.headers.get("x-ratelimit-reset", time.time() + 1))
+                    time.sleep(min(max(reset - time.time(), 0.1), 60))
+                    continue
                 response.raise_for_status()
                 items = response.json().get("data", [])
                 for item in items:
