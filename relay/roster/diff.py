@@ -8,6 +8,7 @@ Clever's), and its body carries ``"source"`` so a consumer can tell it from Clev
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +18,8 @@ from relay.delivery.signing import webhook_body
 from relay.fanout.matching import Facts
 from relay.fanout.operational import new_event_id
 from relay.fanout.outbox import Prepared
+
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 def previous_attributes(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
@@ -42,20 +45,32 @@ def synthetic(
     district_id: str,
     now: datetime,
     source: str,
+    record_json: str | None = None,
 ) -> Prepared:
-    """One event of ``source`` (``sync``, ``snapshot``) about ``record``, ready to store."""
+    """One event of ``source`` (``sync``, ``snapshot``) about ``record``, ready to store.
+
+    The body is ``webhook_body``'s (Clever's keys, then ``district`` and ``source``), put
+    together around ``record_json`` (the record as the roster stores it, when the caller has
+    it): a sync of 100,000 records serialised each one twice, a fifth of its CPU."""
     second = now.replace(microsecond=0).astimezone(UTC)
     event_id = new_event_id(second)
     data: dict[str, Any] = {"object": record}
     if previous is not None:
         data["previous_attributes"] = previous
     event_type = f"{record_type}.{action}"
-    raw: dict[str, Any] = {
-        "id": event_id,
-        "type": event_type,
-        "created": second.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
-        "data": data,
-    }
+    created = second.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    raw: dict[str, Any] = {"id": event_id, "type": event_type, "created": created, "data": data}
     event = CleverEvent(event_id, event_type, second, raw)
-    body = webhook_body(raw, district_id, source).decode()
+    obj = _dumps(record) if record_json is None else record_json
+    prev = "" if previous is None else ',"previous_attributes":' + _dumps(previous)
+    body = (
+        f'{{"id":"{event_id}","type":"{event_type}","created":"{created}",'
+        f'"data":{{"object":{obj}{prev}}},"district":{_dumps(district_id)},'
+        f'"source":{_dumps(source)}}}'
+    )
+    if not body.isascii():
+        try:
+            body.encode()
+        except UnicodeEncodeError:  # a lone surrogate: webhook_body's escaped form
+            body = webhook_body(raw, district_id, source).decode()
     return Prepared(event, body, Facts.of(raw, district_id))

@@ -142,19 +142,22 @@ class DistrictSync:
         updated = 0
         for record_id, record in records.items():
             before = stored.get(record_id)
+            text = table.dumps(record)
             event: Prepared | None = None
             if before is not None:
+                if before == text:
+                    continue  # stored as Clever sent it last time: unchanged
                 old = json.loads(before)
                 if old == record:
-                    continue
+                    continue  # the same record, its keys in another order
                 updated += 1
                 previous = previous_attributes(old, record)
-                event = self._event(record_type, "updated", record, previous, now)
+                event = self._event(record_type, "updated", record, previous, now, text)
             elif sync.emit_created:
-                event = self._event(record_type, "created", record, None, now)
+                event = self._event(record_type, "created", record, None, now, text)
             if event is not None:
                 events.append(event)
-            changes.append(table.record_change(record_type, record, event and event.event.id))
+            changes.append(table.record_change(record_type, record, event and event.event.id, text))
         created = len(changes) - updated if sync.emit_created else 0
         due = await self._store(session, events, now)
         await table.apply(conn, self.district_id, changes, now, sync_id=sync.id)
@@ -184,7 +187,7 @@ class DistrictSync:
         )
         if not gone:
             return None
-        events = [self._event(record_type, "deleted", json.loads(o), None, now) for _, o in gone]
+        events = [self._event(record_type, "deleted", json.loads(o), None, now, o) for _, o in gone]
         due = await self._store(session, events, now)
         removed = [
             table.Change(record_type, record_id, None, event.event.id, "", "")
@@ -244,9 +247,10 @@ class DistrictSync:
         record: dict[str, Any],
         previous: dict[str, Any] | None,
         now: datetime,
+        text: str,
     ) -> Prepared:
         return synthetic(
-            record_type, action, record, previous, self.district_id, now, EventSource.SYNC
+            record_type, action, record, previous, self.district_id, now, EventSource.SYNC, text
         )
 
     async def _store(

@@ -46,12 +46,19 @@ def padded(values: Iterable[str]) -> str:
     return f" {' '.join(listed)} " if listed else ""
 
 
-def record_change(record_type: str, record: dict[str, Any], event_id: str | None) -> Change:
-    """The roster row for ``record`` as it is now."""
+def dumps(record: dict[str, Any]) -> str:
+    """A record as the roster stores it (compact JSON, UTF-8 as is)."""
+    return _dumps(record)
+
+
+def record_change(
+    record_type: str, record: dict[str, Any], event_id: str | None, text: str | None = None
+) -> Change:
+    """The roster row for ``record`` as it is now (``text``: its ``dumps``, if made)."""
     return Change(
         record_type,
         indexed(str(record["id"])),
-        _dumps(record),
+        _dumps(record) if text is None else text,
         event_id,
         padded(object_schools(record_type, record)),
         padded(object_roles(record)) if record_type == "users" else "",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+from relay.delivery.signing import webhook_body
 from relay.fanout.matching import Facts
 from relay.roster.diff import previous_attributes, synthetic
 
@@ -56,3 +57,13 @@ def test_a_synthetic_event_has_clevers_shape_plus_district_and_source() -> None:
     assert prepared.facts.schools == frozenset({"s1", "s2"})
     created = json.loads(synthetic("users", "created", record, None, "d1", now, "sync").body)
     assert "previous_attributes" not in created["data"]
+
+
+def test_the_body_is_webhook_bodys_also_for_text_utf8_cannot_carry() -> None:
+    now = datetime(2026, 12, 7, 21, 30, 5, tzinfo=UTC)
+    for name in ("Zoë", "\ud800 lone"):  # a lone surrogate: JSON allows it, UTF-8 does not
+        record = {"id": "u1", "name": {"first": name}}
+        prepared = synthetic("users", "updated", record, {"name": None}, "d1", now, "sync")
+        expected = webhook_body(prepared.event.raw, "d1", "sync").decode()
+        assert prepared.body == expected
+        prepared.body.encode()  # always valid UTF-8 for the receiver
