@@ -135,6 +135,7 @@ class DistrictPoller:
         self.unauthorized = 0  # 401s in a row whose token Clever still lists
         self.token_in_use: str | None = None  # the token of the last request
         self.page_size: int | None = None  # smaller than the setting after too large a page
+        self.syncing = False  # a sync of the district runs (or failed and will go on)
         self.log_extra = {"district_id": district_id, "worker": app.worker_id}
         self.ingested = IngestSummary(app.tuning.stored_summary_every)
 
@@ -202,7 +203,9 @@ class DistrictPoller:
             self.failures += 1
             wait = self.app.tuning.backoff.next_delay(self.failures - 1)
             await self.note_error(str(exc), count_failure=True)
-            if self.failures >= self.app.tuning.error_after_failures:
+            if self.syncing and self.failures >= self.app.tuning.error_after_failures:
+                self.syncing = False
+                self.failures = 0  # polling starts afresh from the cursor the sync took
                 await self.app.queue.enqueue(
                     await roster_sync.fail(
                         self.app.db,
@@ -315,7 +318,9 @@ class DistrictPoller:
         )
         self.token_in_use = district.token
         self.keep(None)  # the sync changes the row
+        self.syncing = True  # until it ends: a failure meanwhile is the sync's
         await roster_sync.DistrictSync(context, district).run()
+        self.syncing = False
         self.failures = 0
         return await self.load()
 

@@ -145,3 +145,43 @@ async def test_resync_every_syncs_an_active_district_by_itself(
     sync = await latest_sync(db, district.id)
     assert sync is not None
     assert sync.reason == "scheduled"
+
+
+async def test_a_sync_that_keeps_failing_ends_failed_and_tells_the_admin(
+    db: Database,
+    settings: Settings,
+    redis_url: str,
+    simulator: tuple[Simulator, ServerThread],
+) -> None:
+    sim, server = simulator
+    district = only(sim)
+    await add_district(db, district.id, district.token, start_from="sync")
+    sync_id = await start_sync(db, district.id, syncs.INITIAL)
+    sim.faults.add({"kind": "500", "probability": 1.0, "path": "/v3.1/schools"})
+    async with running_worker(worker_settings(settings, server.url), redis_url):
+        await wait_for(lambda: _state(db, sync_id, "failed"), 60)
+        sim.faults.clear()
+        async with db.read() as session:
+            shown = await session.get(District, district.id)
+            told = (
+                await session.exec(
+                    select(Event.body).where(col(Event.type) == "relay.district.sync_failed")
+                )
+            ).all()
+        assert shown is not None
+        assert shown.status == "error"
+        assert "sync failed" in (shown.last_error or "")
+        assert shown.cursor == district.store.newest()  # it polls on from the cursor taken
+        (body,) = [json.loads(b) for b in told]
+        assert body["data"]["object"]["sync"]["state"] == "failed"
+        assert "500" in body["data"]["object"]["sync"]["error"]
+        # asked again, it starts over and succeeds
+        await start_sync(db, district.id)
+        await wait_for(lambda: _succeeded(db, district.id), 30)
+    assert await roster_records(db, district.id) == data_api_records(server.url, district.token)
+
+
+async def _state(db: Database, sync_id: int, state: str) -> bool:
+    async with db.read() as session:
+        sync = await session.get(Sync, sync_id)
+    return sync is not None and sync.state == state
