@@ -7,7 +7,8 @@
   keeps working while Redis is down (deliveries wait in the database meanwhile). It runs in
   a child process (``workers.polling``, ``RELAY_POLL_PROCESS``), so a thousand districts'
   polls do not share this event loop with first attempts, or in this loop when that is off;
-- the replay loop, which works through ``POST …/replay`` requests in batches;
+- the replay loop, which works through ``POST …/replay`` requests in batches, and the
+  bootstrap loop, the same for ``POST …/bootstrap``;
 - arq's cron worker (``workers.settings``).
 
 Each runs under ``relay.loops.supervise``: arq exits when Redis goes away, and a loop that
@@ -26,6 +27,7 @@ import logging
 from redis.exceptions import RedisError
 
 from relay import counters
+from relay.delivery.bootstrap import BootstrapRunner
 from relay.delivery.consumer import DeliveryConsumer
 from relay.delivery.replay import ReplayRunner
 from relay.loops import supervise
@@ -103,6 +105,16 @@ async def run_worker(settings: Settings, redis_url: str, stop: asyncio.Event) ->
         idle=tuning.replay_idle,
     )
     replaying = asyncio.create_task(supervise("replays", replays.step, stop, restart_delay=restart))
+    bootstraps = BootstrapRunner(
+        app.db,
+        app.queue,
+        batch=tuning.replay_batch,
+        backlog=tuning.replay_backlog,
+        idle=tuning.replay_idle,
+    )
+    bootstrapping = asyncio.create_task(
+        supervise("bootstraps", bootstraps.step, stop, restart_delay=restart)
+    )
     logger.info(
         "worker started", extra={"worker": app.worker_id, "metrics_port": settings.metrics_port}
     )
@@ -115,9 +127,11 @@ async def run_worker(settings: Settings, redis_url: str, stop: asyncio.Event) ->
         await asyncio.wait(consuming, timeout=5)  # they stop claiming at once
         await asyncio.gather(*(c.drain(within=app.tuning.timeouts.job) for c in consumers))
         await asyncio.wait_for(polling, timeout=settings.poll_lease + 5)
-        for task in [*consuming, crons, replaying]:
+        for task in [*consuming, crons, replaying, bootstrapping]:
             task.cancel()
-        await asyncio.gather(polling, *consuming, crons, replaying, return_exceptions=True)
+        await asyncio.gather(
+            polling, *consuming, crons, replaying, bootstrapping, return_exceptions=True
+        )
         with contextlib.suppress(RedisError, OSError):
             await pool.delete(cron_worker.health_check_key)
         await app.close()

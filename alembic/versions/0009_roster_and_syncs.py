@@ -1,4 +1,4 @@
-"""the roster (records), syncs, events.source, districts.sync_id and synced_at
+"""the roster (records), syncs, bootstraps, events.source, districts.sync_id and synced_at
 
 Revision ID: 0009
 Revises: 0008
@@ -62,6 +62,21 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('records', schema=None) as batch_op:
         batch_op.create_index('ix_records_id', ['id'], unique=False)
+    op.create_table('bootstraps',
+    sa.Column('id', _BIG, nullable=False),
+    sa.Column('subscription_id', sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
+    sa.Column('after_district', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
+    sa.Column('after_type', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=True),
+    sa.Column('after_id', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
+    sa.Column('matched', sa.Integer(), nullable=False),
+    sa.Column('requeued', sa.Integer(), nullable=False),
+    sa.Column('done', sa.Boolean(), nullable=False),
+    sa.Column('created_at', relay.db.types.UTCDateTime(), nullable=False),
+    sa.Column('updated_at', relay.db.types.UTCDateTime(), nullable=False),
+    sa.PrimaryKeyConstraint('id')
+    )
+    with op.batch_alter_table('bootstraps', schema=None) as batch_op:
+        batch_op.create_index('ix_bootstraps_done_id', ['done', 'id'], unique=False)
     with op.batch_alter_table('districts', schema=None) as batch_op:
         batch_op.add_column(sa.Column('sync_id', _BIG, nullable=True))
         batch_op.add_column(sa.Column('synced_at', relay.db.types.UTCDateTime(), nullable=True))
@@ -76,6 +91,9 @@ def downgrade() -> None:
     with op.batch_alter_table('districts', schema=None) as batch_op:
         batch_op.drop_column('synced_at')
         batch_op.drop_column('sync_id')
+    with op.batch_alter_table('bootstraps', schema=None) as batch_op:
+        batch_op.drop_index('ix_bootstraps_done_id')
+    op.drop_table('bootstraps')
     with op.batch_alter_table('records', schema=None) as batch_op:
         batch_op.drop_index('ix_records_id')
     op.drop_table('records')

@@ -215,6 +215,11 @@ class SubscriptionCreate(SubscriptionFilters):
     owner: OwnerName | None = Field(
         default=None, description="admin only; a service token always creates its own"
     )
+    bootstrap: StrictBool = Field(
+        default=False,
+        description="send the new subscription the roster first: one created event per "
+        "record its filters match (source 'snapshot'), as POST .../bootstrap does",
+    )
 
     _url = field_validator("url", mode="before")(check_url)
 
@@ -265,8 +270,15 @@ WARNINGS = (
 )
 
 
+class BootstrapRequested(BaseModel):
+    requeued: int = Field(description="the roster records the bootstrap will send")
+
+
 class SubscriptionCreated(SubscriptionWithSecret):
     warnings: list[str] = Field(default_factory=list, description=WARNINGS)
+    bootstrap: BootstrapRequested | None = Field(
+        default=None, description="with bootstrap: true, what it will send"
+    )
 
 
 class SubscriptionChanged(Subscription):

@@ -1,5 +1,5 @@
-"""``relay subscriptions list|show|create|patch|delete|rotate-secret|test|replay``: a running
-relay's subscriptions, through the REST API.
+"""``relay subscriptions list|show|create|patch|delete|rotate-secret|test|replay|bootstrap``:
+a running relay's subscriptions, through the REST API.
 
 Filters are comma lists (``--record-types users,sections``); in ``patch`` an empty value
 (``--schools ""``) clears that filter. ``--secret`` is not offered: a secret on a command line
@@ -154,6 +154,16 @@ def replay(api: ApiClient, args: argparse.Namespace) -> int:
     return emit(args, accepted, text)
 
 
+def bootstrap(api: ApiClient, args: argparse.Namespace) -> int:
+    accepted = api.request("POST", f"/v1/subscriptions/{args.id}/bootstrap")
+    text = (
+        f"subscription {args.id}: {accepted['requeued']} roster records will be sent as "
+        f"created events (source: snapshot; follow them with: relay deliveries list "
+        f"--subscription {args.id})"
+    )
+    return emit(args, accepted, text)
+
+
 def _settings(parser: argparse.ArgumentParser, creating: bool) -> None:
     parser.add_argument("--url", required=creating, help="absolute http(s) URL to POST to")
     for name in FILTERS:
@@ -213,3 +223,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--since", required=True, metavar="TIME", help="ISO 8601 with an offset"
     )
     replay_cmd.add_argument("--until", metavar="TIME", help="ISO 8601 with an offset (default now)")
+    bootstrap_cmd = leaf(
+        commands,
+        "bootstrap",
+        "send a subscription the roster: a created event per record its filters match",
+        bootstrap,
+    )
+    bootstrap_cmd.add_argument("id", help="subscription id")

@@ -372,3 +372,23 @@ class Record(SQLModel, table=True):
     #: the last sync that read this record from Clever (deletes: those this sync did not)
     sync_id: int | None = Field(default=None, sa_type=BigId)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+
+
+class Bootstrap(SQLModel, table=True):
+    """A request to send a subscription the roster (``POST /v1/subscriptions/{id}/bootstrap``):
+    written first, then worked through in batches by the workers, keyset on the roster's
+    (``district_id``, ``type``, ``id``) from ``after_*``."""
+
+    __tablename__ = "bootstraps"
+    __table_args__ = (Index("ix_bootstraps_done_id", "done", "id"),)
+
+    id: int | None = Field(default=None, sa_type=BigId, primary_key=True)
+    subscription_id: str = Field(max_length=32)
+    after_district: str | None = Field(default=None, max_length=64)
+    after_type: str | None = Field(default=None, max_length=16)
+    after_id: str | None = Field(default=None, max_length=64)
+    matched: int = 0  # the records it will send, counted when it was asked for
+    requeued: int = 0  # the snapshots it has handed to the delivery queue so far
+    done: bool = False
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)

@@ -84,6 +84,24 @@ async def request_replay(
     return matched
 
 
+async def waiting_deliveries(db: Database, subscription_id: str, limit: int) -> int:
+    """The subscription's deliveries queued to be sent (up to ``limit``): a replay or a
+    bootstrap adds a batch only while this is below its backlog."""
+    deliveries = table_of(Delivery)
+    queued = (
+        sa.select(deliveries.c.id)
+        .where(deliveries.c.subscription_id == subscription_id)
+        .where(deliveries.c.status.in_(WAITING))
+        .where(deliveries.c.next_attempt_at.is_not(None))
+        .limit(limit)
+        .subquery()
+    )
+    async with db.read() as session:
+        conn = await session.connection()
+        count = await conn.execute(sa.select(sa.func.count()).select_from(queued))
+        return int(count.scalar_one())
+
+
 class ReplayRunner:
     """Works through the open replays, one batch per step (``relay.loops.supervise``)."""
 
@@ -109,26 +127,13 @@ class ReplayRunner:
                 )
             ).all()
         for replay_id, subscription_id in open_:
-            if replay_id is None or await self._waiting(subscription_id) >= self.backlog:
+            if replay_id is None:
+                continue
+            if await waiting_deliveries(self.db, subscription_id, self.backlog) >= self.backlog:
                 continue  # its deliveries go first; the replay goes on as they do
             await self.queue.enqueue(await self._next_batch(replay_id))
             return 0.0
         return self.idle
-
-    async def _waiting(self, subscription_id: str) -> int:
-        deliveries = table_of(Delivery)
-        queued = (
-            sa.select(deliveries.c.id)
-            .where(deliveries.c.subscription_id == subscription_id)
-            .where(deliveries.c.status.in_(WAITING))
-            .where(deliveries.c.next_attempt_at.is_not(None))
-            .limit(self.backlog)
-            .subquery()
-        )
-        async with self.db.read() as session:
-            conn = await session.connection()
-            count = await conn.execute(sa.select(sa.func.count()).select_from(queued))
-            return int(count.scalar_one())
 
     async def _next_batch(self, replay_id: int) -> list[Job]:
         """One batch in one transaction: its deliveries due (or chained) and the cursor on."""

@@ -12,6 +12,9 @@ V1_ROUTES = [
     ("GET", "/v1/districts/d1"),
     ("PATCH", "/v1/districts/d1"),
     ("DELETE", "/v1/districts/d1"),
+    ("POST", "/v1/districts/d1/resync"),
+    ("GET", "/v1/records"),
+    ("GET", "/v1/records/u1"),
     ("GET", "/v1/subscriptions"),
     ("POST", "/v1/subscriptions"),
     ("GET", "/v1/subscriptions/sub_x"),
@@ -26,6 +29,7 @@ V1_ROUTES = [
     ("POST", "/v1/deliveries/7/retry"),
     ("POST", "/v1/subscriptions/sub_x/recover"),
     ("POST", "/v1/subscriptions/sub_x/replay"),
+    ("POST", "/v1/subscriptions/sub_x/bootstrap"),
     ("GET", "/v1/subscriptions/sub_x/stats"),
     ("GET", "/v1/events"),
     ("GET", "/v1/events/0123456789abcdef01234567"),
@@ -38,6 +42,7 @@ PATH_PARAMETERS = {
     "/someone": "/{owner}",
     "/deliveries/7": "/deliveries/{delivery_id}",
     "/0123456789abcdef01234567": "/{event_id}",
+    "/records/u1": "/records/{record_id}",
 }
 
 

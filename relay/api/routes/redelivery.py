@@ -17,6 +17,7 @@ from relay.api.query import to_utc
 from relay.api.routes.subscriptions import load_visible
 from relay.api.spec import Operation, operation
 from relay.db import utcnow
+from relay.delivery.bootstrap import request_bootstrap
 from relay.delivery.replay import request_replay
 
 
@@ -140,8 +141,31 @@ async def replay(request: Request) -> Response:
     return Requeued(requeued=matched).response()
 
 
+@operation(
+    Operation(
+        "Send a subscription the roster: one created event per record its filters match",
+        "subscriptions",
+        {202: Requeued},
+        errors=(404,),
+        description="For a consumer that starts late: every record the relay's roster "
+        "holds that the subscription's filters match is sent as <type>.created with "
+        "source 'snapshot' (a webhook-id of its own), then whatever happens next; an "
+        "ordered subscription gets a record's snapshot before its later events. Nothing is "
+        "read from Clever. The request is stored and worked through in batches; requeued "
+        "counts the records.",
+    )
+)
+async def bootstrap(request: Request) -> Response:
+    svc = services(request)
+    sub = await load_visible(svc, principal(request), request.path_params["subscription_id"])
+    async with svc.db.write() as session:
+        matched = await request_bootstrap(session, sub)
+    return Requeued(requeued=matched).response()
+
+
 routes = [
     Route("/v1/deliveries/{delivery_id}/retry", retry_delivery, methods=["POST"]),
     Route("/v1/subscriptions/{subscription_id}/recover", recover, methods=["POST"]),
     Route("/v1/subscriptions/{subscription_id}/replay", replay, methods=["POST"]),
+    Route("/v1/subscriptions/{subscription_id}/bootstrap", bootstrap, methods=["POST"]),
 ]

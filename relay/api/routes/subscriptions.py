@@ -23,6 +23,7 @@ from relay.api.pagination import parse_limit
 from relay.api.spec import CURSOR, LIMIT, Operation, Query, operation
 from relay.db import chains, utcnow
 from relay.db.models import WAITING, Delivery, DeliveryStatus, Subscription
+from relay.delivery.bootstrap import request_bootstrap
 from relay.delivery.probe import record_test, send_test
 from relay.delivery.signing import active_secrets, generate_secret
 from relay.delivery.targets import check_target_url
@@ -104,10 +105,14 @@ async def create_subscription(request: Request) -> Response:
         max_in_flight=body.max_in_flight,
         max_per_second=body.max_per_second,
     )
+    shown: dict[str, Any] = {"warnings": warnings}
     async with svc.db.write() as session:
         await _check_quota(session, svc, sub.owner)
         session.add(sub)
-    return JSONResponse(_with_secret(sub) | {"warnings": warnings}, status_code=201)
+        if body.bootstrap:
+            await session.flush()
+            shown["bootstrap"] = {"requeued": await request_bootstrap(session, sub)}
+    return JSONResponse(_with_secret(sub) | shown, status_code=201)
 
 
 async def _check_quota(session: AsyncSession, svc: Services, owner: str) -> None:
