@@ -166,12 +166,14 @@ async def _snapshots(
     jobs: list[Job] = []
     for district_id, events in by_district.items():
         await insert_events(session, district_id, events, now, EventSource.SNAPSHOT)
+        tails: dict[tuple[str, str], int] = {}
+        if sub.ordered:  # read (and locked) before the snapshots' deliveries exist
+            records = {p.event.record_id for p in events}
+            tails = await chains.chain_tails(conn, district_id, {sub.id}, records)
         pending = [(sub.id, p.event.id, p.event.type) for p in events]
         ids = await insert_pending(conn, pending, now)
         waiting: set[int] = set()
         if sub.ordered:
-            records = {p.event.record_id for p in events}
-            tails = await chains.chain_tails(conn, district_id, {sub.id}, records)
             sequence = [
                 ((sub.id, p.event.record_id), ids[(sub.id, p.event.id)], True) for p in events
             ]

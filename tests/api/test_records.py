@@ -145,3 +145,25 @@ async def test_events_say_their_source(db: Database, admin: httpx.Client) -> Non
     body = admin.get(f"/v1/events/{listed[0]['id']}").json()["body"]
     assert "source" not in body  # Clever's own events carry no source key
     assert json.dumps(body)
+
+
+async def test_bootstrap_counts_what_it_will_send_by_the_subscriptions_filters(
+    db: Database, admin: httpx.Client
+) -> None:
+    await _roster(db)  # s1; c1 at s1; u1 student at s1; u2 teacher at s2
+
+    def create(**body: object) -> dict[str, object]:
+        made = admin.post("/v1/subscriptions", json={"url": "http://127.0.0.1:9/x"} | body)
+        assert made.status_code == 201, made.text
+        return dict(made.json())
+
+    everything = create(bootstrap=True)
+    assert everything["bootstrap"] == {"requeued": 4}
+    assert "bootstrap" not in create()
+    at_s1 = create(schools=["s1"], roles=["student"])
+    answered = admin.post(f"/v1/subscriptions/{at_s1['id']}/bootstrap")
+    assert answered.status_code == 202
+    assert answered.json() == {"requeued": 3}  # s1, c1, u1: the teacher at s2 is not
+    none = create(actions=["deleted"])
+    assert admin.post(f"/v1/subscriptions/{none['id']}/bootstrap").json() == {"requeued": 0}
+    assert admin.post("/v1/subscriptions/sub_nope/bootstrap").status_code == 404

@@ -60,7 +60,8 @@ def mirror_of(hook: Hook) -> Mirror:
 
 
 async def settled(run: Scenario, district_id: str) -> bool:
-    """The district polls again after its last sync, and nothing waits to be sent."""
+    """The district polls again after its last sync, has stored Clever's newest event, and
+    nothing waits to be sent."""
     async with run.db.read() as session:
         district = await session.get(District, district_id)
         waiting = await session.exec(
@@ -70,8 +71,10 @@ async def settled(run: Scenario, district_id: str) -> bool:
         )
         count = int(waiting.one())
     sync = await latest_sync(run.db, district_id)
+    newest = run.sim.districts[district_id].store.newest()
     return (
         district is not None
+        and (newest is None or district.cursor == newest)  # every event Clever has, stored
         and district.status == "active"
         and district.caught_up
         and sync is not None
