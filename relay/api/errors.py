@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -99,6 +100,18 @@ async def _pool_exhausted(_request: Request, exc: Exception) -> Response:
     return overloaded(retry_after=2)
 
 
+async def _changed_meanwhile(request: Request, exc: Exception) -> Response:
+    """The row an ORM write expected was changed or deleted by a concurrent request. The
+    routes lock the rows they change, so this is a backstop: a race is a 409, never a 500."""
+    logger.info(
+        "a concurrent request changed the row first",
+        extra={"path": request.url.path, "method": request.method},
+    )
+    return error_response(
+        409, "it was changed or deleted by another request meanwhile; read it again and retry"
+    )
+
+
 async def _unhandled(request: Request, exc: Exception) -> Response:
     logger.exception("unhandled error", extra={"path": request.url.path, "method": request.method})
     return error_response(500, "internal error")
@@ -108,5 +121,6 @@ exception_handlers: dict[Any, Any] = {
     ApiError: _api_error,
     HTTPException: _http_error,
     PoolTimeout: _pool_exhausted,
+    StaleDataError: _changed_meanwhile,
     Exception: _unhandled,
 }

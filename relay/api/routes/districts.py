@@ -1,4 +1,8 @@
-"""Districts (admin only): which Clever districts the relay polls, and how each is doing."""
+"""Districts (admin only): which Clever districts the relay polls, and how each is doing.
+
+PATCH and DELETE lock the row: racing each other, the later one answers 404 once it is gone,
+never 500.
+"""
 
 from __future__ import annotations
 
@@ -105,7 +109,7 @@ async def get_district(request: Request) -> Response:
         "districts",
         {200: schemas.District},
         request=schemas.DistrictUpdate,
-        errors=(403, 404),
+        errors=(403, 404, 409),
     )
 )
 async def update_district(request: Request) -> Response:
@@ -113,7 +117,7 @@ async def update_district(request: Request) -> Response:
     body = await read_json(request, schemas.DistrictUpdate)
     district_id = request.path_params["district_id"]
     async with services(request).db.write() as session:
-        district = await session.get(District, district_id)
+        district = await session.get(District, district_id, with_for_update=True)
         if district is None:
             raise ApiError(404, f"no district {district_id!r}")
         if body.name is not None:
@@ -139,7 +143,7 @@ async def delete_district(request: Request) -> Response:
     principal(request).require_admin()
     district_id = request.path_params["district_id"]
     async with services(request).db.write() as session:
-        district = await session.get(District, district_id)
+        district = await session.get(District, district_id, with_for_update=True)
         if district is None:
             raise ApiError(404, f"no district {district_id!r}")
         await session.delete(district)

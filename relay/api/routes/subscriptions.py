@@ -1,4 +1,9 @@
-"""Subscriptions: where matching events are delivered. A service token sees only its own."""
+"""Subscriptions: where matching events are delivered. A service token sees only its own.
+
+The writes lock the row they change (``FOR UPDATE``; SQLite's write transaction holds the
+database): a PATCH or a rotation racing a DELETE of the same subscription answers 404 once it
+is gone, never 500.
+"""
 
 from __future__ import annotations
 
@@ -63,6 +68,14 @@ def visible_or_404(sub: Subscription | None, who: Principal, subscription_id: st
 async def load_visible(svc: Services, who: Principal, subscription_id: str) -> Subscription:
     async with svc.db.read() as session:
         sub = await session.get(Subscription, subscription_id)
+    return visible_or_404(sub, who, subscription_id)
+
+
+async def lock_visible(session: AsyncSession, who: Principal, subscription_id: str) -> Subscription:
+    """The subscription, locked for the caller's write transaction: a concurrent PATCH,
+    rotation or DELETE waits for it, and one that deleted it first leaves a 404 here (an
+    unlocked read then write answered 500 when the row went between the two)."""
+    sub = await session.get(Subscription, subscription_id, with_for_update=True)
     return visible_or_404(sub, who, subscription_id)
 
 
@@ -172,11 +185,12 @@ async def get_subscription(request: Request) -> Response:
         "subscriptions",
         {200: schemas.SubscriptionChanged},
         request=schemas.SubscriptionUpdate,
-        errors=(404,),
+        errors=(404, 409),
         description="Setting enabled to true re-enables a subscription the relay disabled; "
         "deliveries parked while it was disabled are sent again within the reconcile interval. "
         "A new URL is checked as at creation (warnings: a host that does not resolve). "
-        "Setting enabled to false returns once no attempt is in flight (as DELETE does).",
+        "Setting enabled to false returns once no attempt is in flight (as DELETE does). "
+        "A subscription deleted meanwhile is 404.",
     )
 )
 async def update_subscription(request: Request) -> Response:
@@ -197,7 +211,7 @@ async def apply_update(
     what waited for its record's previous event. A new URL is the caller's to check first
     (``_check_target``: 403/422, and its warnings)."""
     async with svc.db.write() as session:
-        sub = visible_or_404(await session.get(Subscription, subscription_id), who, subscription_id)
+        sub = await lock_visible(session, who, subscription_id)
         for name in body.model_fields_set:
             value = getattr(body, name)
             if name in ("record_types", "actions", "schools", "districts", "roles", "changed"):
@@ -268,7 +282,7 @@ async def delete_subscription(request: Request) -> Response:
     who, svc = principal(request), services(request)
     subscription_id = request.path_params["subscription_id"]
     async with svc.db.write() as session:
-        sub = visible_or_404(await session.get(Subscription, subscription_id), who, subscription_id)
+        sub = await lock_visible(session, who, subscription_id)
         await session.delete(sub)
         await session.exec(
             update(Delivery)
@@ -285,14 +299,14 @@ async def delete_subscription(request: Request) -> Response:
         "Rotate the signing secret (the old one keeps signing for 24 h)",
         "subscriptions",
         {200: schemas.SubscriptionWithSecret},
-        errors=(404,),
+        errors=(404, 409),
     )
 )
 async def rotate_secret(request: Request) -> Response:
     who, svc = principal(request), services(request)
     subscription_id = request.path_params["subscription_id"]
     async with svc.db.write() as session:
-        sub = visible_or_404(await session.get(Subscription, subscription_id), who, subscription_id)
+        sub = await lock_visible(session, who, subscription_id)
         now = utcnow()
         sub.previous_secret = sub.secret
         sub.previous_secret_expires_at = now + SECRET_OVERLAP
