@@ -130,7 +130,8 @@ async def _run(
             update={"clever_api_url": f"http://127.0.0.1:{args.simulator_port}"}
         )
         await _register_simulated(db, sim)
-    app = create_app(settings, runtime, db, redis_url, process_counters=True)
+    # one process: the worker's start-up checks the keys for both
+    app = create_app(settings, runtime, db, redis_url, process_counters=True, check_keys=False)
     servers.append((make_server(app, args.host, args.port), sockets["api"]))
 
     tasks = [asyncio.create_task(s.serve(sockets=[sock])) for s, sock in servers]

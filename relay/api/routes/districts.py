@@ -1,7 +1,8 @@
 """Districts (admin only): which Clever districts the relay polls, and how each is doing.
 
-PATCH and DELETE lock the row: racing each other, the later one answers 404 once it is gone,
-never 500.
+A district is read without its token (``relay.db.models``), so one whose token this process's
+keys cannot decrypt is shown, re-tokened and deleted like any other. PATCH and DELETE lock the
+row: racing each other, the later one answers 404 once it is gone, never 500.
 """
 
 from __future__ import annotations
@@ -110,6 +111,9 @@ async def get_district(request: Request) -> Response:
         {200: schemas.District},
         request=schemas.DistrictUpdate,
         errors=(403, 404, 409),
+        description="A new token is tried at once (a poll waiting out a backoff or a rate "
+        "limit is due now): a district in error because its token could not be decrypted, "
+        "or refused, recovers with its first good page.",
     )
 )
 async def update_district(request: Request) -> Response:
@@ -125,6 +129,7 @@ async def update_district(request: Request) -> Response:
         if body.token is not None:
             district.token = body.token
             district.token_source = "manual"
+            district.poll_after = None  # the backoff and the pacing were the old token's
         if body.status is not None:
             district.status = body.status
             if body.status == "active":
