@@ -118,8 +118,9 @@ async def _run(
     settings = settings.model_copy(update={"allow_loopback": True})
     db = Database(settings.database_url)
     crypto.use(runtime.keyring)
-    # what an earlier relay stored in plain text (or under an older key) is encrypted now
-    await reencrypt(db.engine, runtime.keyring)
+    # what an earlier relay stored in plain text (or under an older key) is encrypted now;
+    # what no key reads is the start-up check's to report (the worker's, below)
+    await reencrypt(db, runtime.keyring)
     servers: list[tuple[QuietServer, socket.socket]] = []
     simulated = "simulator" in sockets and await _wants_simulator(settings, db, args.simulator)
     if simulated:

@@ -14,8 +14,9 @@ mistyped key, a rotation that has not reached every process) is that row's probl
 ORM never decrypts a secret it was not asked for (``relay.db.models``: the columns are
 deferred), so such a row is listed, changed and deleted like any other; code that needs the
 secret gets :class:`~relay._exceptions.SecretUnreadable` and makes it the row's state (a
-subscription disabled, a district in ``error``). Every process samples what is stored at
-start-up (:func:`check_keys`) and says when its keys do not read it.
+subscription disabled, a district in ``error``). ``relay keys reencrypt`` reports and skips
+it, and every process samples what is stored at start-up (:func:`check_keys`) and says when
+its keys do not read it.
 
 The keyring is the process's (set once at start-up by ``relay run``, ``relay serve``, the
 worker), because a column type cannot reach per-request state; using an encrypted column
@@ -30,7 +31,7 @@ import binascii
 import functools
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -42,6 +43,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeDecorator
 
 from relay._exceptions import ConfigError, SecretUnreadable
+from relay.db.engine import Database
 
 __all__ = [
     "ENCRYPTED_COLUMNS",
@@ -50,6 +52,7 @@ __all__ = [
     "Encrypted",
     "KeyCheck",
     "Keyring",
+    "Reencryption",
     "SecretUnreadable",
     "Unreadable",
     "as_stored",
@@ -191,6 +194,8 @@ ENCRYPTED_COLUMNS = (
     ("subscriptions", "id", ("secret", "previous_secret")),
 )
 _SINGULAR = {"districts": "district", "subscriptions": "subscription"}
+#: rows read, then rewritten in one short write transaction, at a time
+REENCRYPT_BATCH = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,30 +210,73 @@ class Unreadable:
         return f"{_SINGULAR.get(self.table, self.table)} {self.key} ({self.column})"
 
 
-async def reencrypt(engine: AsyncEngine, ring: Keyring) -> int:
+@dataclass
+class Reencryption:
+    """What ``relay keys reencrypt`` did."""
+
+    #: values now encrypted with the first key
+    rewritten: int = 0
+    #: values changed by someone else between the read and the rewrite (a rotate-secret, a
+    #: new token): left as that write left them (a later run re-encrypts them if need be)
+    changed_meanwhile: int = 0
+    #: values no key decrypts, left as they are
+    unreadable: list[Unreadable] = field(default_factory=list)
+
+
+async def reencrypt(db: Database, ring: Keyring) -> Reencryption:
     """Encrypt with ``ring``'s first key every stored secret that is not already (plain text
-    from before encryption, or an older key's); returns how many values were rewritten. One
-    transaction per table: an interrupted run leaves every value readable, and running again
-    finishes it."""
-    rewritten = 0
+    from before encryption, or an older key's).
+
+    Each value is rewritten as a compare-and-set on the value read (``… WHERE id = :id AND
+    secret = :read``), so a concurrent write (``rotate-secret``, a PATCHed or discovered
+    token) always wins: the re-encryption of the value it replaced matches no row. Values no
+    key decrypts are skipped and reported, never fatal. Rows are read a batch at a time and
+    each batch is rewritten in one short write transaction: an interrupted run leaves every
+    value readable, and running again finishes it."""
+    report = Reencryption()
     for table, key, columns in ENCRYPTED_COLUMNS:
-        async with engine.begin() as conn:
-            names = ", ".join(columns)
-            rows = (await conn.execute(text(f"SELECT {key}, {names} FROM {table}"))).all()  # noqa: S608
+        names = ", ".join(columns)
+        after: str | None = None
+        while True:
+            where = "" if after is None else f"WHERE {key} > :after "
+            query = text(
+                f"SELECT {key}, {names} FROM {table} {where}ORDER BY {key} LIMIT :n"  # noqa: S608
+            )
+            async with db.read() as session:
+                conn = await session.connection()
+                rows = (await conn.execute(query, {"after": after, "n": REENCRYPT_BATCH})).all()
+            if not rows:
+                break
+            after = str(rows[-1][0])
+            changes: list[tuple[str, str, str, str]] = []  # (column, key, read, rewritten)
             for row in rows:
-                changes = {
-                    column: ring.encrypt(ring.decrypt(value))
-                    for column, value in zip(columns, row[1:], strict=True)
-                    if value is not None and not ring.is_current(value)
-                }
-                if changes:
-                    assignments = ", ".join(f"{c} = :{c}" for c in changes)
-                    await conn.execute(
-                        text(f"UPDATE {table} SET {assignments} WHERE {key} = :key"),  # noqa: S608
-                        {**changes, "key": row[0]},
-                    )
-                    rewritten += len(changes)
-    return rewritten
+                for column, value in zip(columns, row[1:], strict=True):
+                    if value is None or ring.is_current(value):
+                        continue
+                    try:
+                        plain = ring.decrypt(value)
+                    except SecretUnreadable:
+                        report.unreadable.append(Unreadable(table, str(row[0]), column))
+                        continue
+                    changes.append((column, str(row[0]), value, ring.encrypt(plain)))
+            if changes:
+                async with db.write() as session:
+                    conn = await session.connection()
+                    for column, row_key, read, rewritten in changes:
+                        result = await conn.execute(
+                            text(
+                                f"UPDATE {table} SET {column} = :new "  # noqa: S608
+                                f"WHERE {key} = :key AND {column} = :read"
+                            ),
+                            {"new": rewritten, "key": row_key, "read": read},
+                        )
+                        if result.rowcount == 1:
+                            report.rewritten += 1
+                        else:
+                            report.changed_meanwhile += 1
+            if len(rows) < REENCRYPT_BATCH:
+                break
+    return report
 
 
 #: rows sampled per table at start-up: the most recently written (a process with another

@@ -24,7 +24,7 @@ from relay.db.crypto import (
 )
 from relay.db.models import District, Subscription
 from tests.support.config import ENCRYPTION_KEY
-from tests.support.keys import store_under_other_key
+from tests.support.keys import store_under_other_key, stored_value
 from tests.support.servers import free_port
 
 TOKEN = "clever-district-token-0123456789"
@@ -76,8 +76,8 @@ async def test_key_rotation_then_reencrypt(db: Database, keys: list[str]) -> Non
     await _store(db)
     crypto.use(Keyring([new, old]))  # the new key first: it encrypts, both decrypt
     assert await _read(db) == (TOKEN, SECRET)
-    assert await reencrypt(db.engine, Keyring([new, old])) == 2
-    assert await reencrypt(db.engine, Keyring([new, old])) == 0  # nothing left to do
+    assert (await reencrypt(db, Keyring([new, old]))).rewritten == 2
+    assert (await reencrypt(db, Keyring([new, old]))).rewritten == 0  # nothing left to do
     crypto.use(Keyring([new]))  # the old key can go now
     assert await _read(db) == (TOKEN, SECRET)
     crypto.use(Keyring([old]))
@@ -93,7 +93,7 @@ async def test_plain_text_from_before_encryption_is_read_then_encrypted(db: Data
         district = await session.get(District, "d1", options=[undefer(District.token)])
     assert district is not None
     assert district.token == TOKEN
-    assert await reencrypt(db.engine, Keyring.parse(ENCRYPTION_KEY)) == 1
+    assert (await reencrypt(db, Keyring.parse(ENCRYPTION_KEY))).rewritten == 1
     async with db.engine.connect() as conn:
         stored = (await conn.execute(text("SELECT token FROM districts"))).scalar_one()
     assert stored.startswith("fernet:")
@@ -106,6 +106,33 @@ def test_a_bad_key_is_a_config_error_naming_the_variable(value: str) -> None:
         Keyring.parse(value)
     assert "short" not in str(caught.value)
     assert "not-a-key" not in str(caught.value)
+
+
+async def test_reencrypt_skips_and_reports_what_no_key_decrypts(
+    db: Database, keys: list[str]
+) -> None:
+    old, new = keys
+    await _store(db)  # under the suite's key
+    async with db.write() as session:
+        session.add(
+            Subscription(id="sub_lost", owner="team", url="http://example.com/", secret=SECRET)
+        )
+    await store_under_other_key(db, "subscriptions", "sub_lost", "secret", SECRET, key=old)
+    ring = Keyring([new, ENCRYPTION_KEY])
+
+    done = await reencrypt(db, ring)
+
+    assert (done.rewritten, done.changed_meanwhile) == (2, 0)
+    assert [str(u) for u in done.unreadable] == ["subscription sub_lost (secret)"]
+    first = Keyring([new])  # the readable ones are under the new key now
+    assert first.decrypt(await stored_value(db, "districts", "d1", "token") or "") == TOKEN
+    async with db.read() as session:
+        (sub_id,) = (
+            await session.exec(select(Subscription.id).where(Subscription.id != "sub_lost"))
+        ).all()
+    assert first.decrypt(await stored_value(db, "subscriptions", sub_id, "secret") or "") == SECRET
+    again = await reencrypt(db, ring)
+    assert (again.rewritten, len(again.unreadable)) == (0, 1)
 
 
 async def test_the_start_up_check_names_the_rows_and_never_a_key(
