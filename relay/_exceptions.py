@@ -9,6 +9,7 @@
     │   │   ├── CleverRateLimited   429: wait until ``reset_at``
     │   │   └── CleverServerError   5xx: retry with backoff
     │   └── CleverBadBody           2xx with HTML, plain text, truncated or misshapen JSON
+    ├── SecretUnreadable            a stored token or secret no configured key decrypts
     ├── LeaseLost                   another worker took over a district's poll lease
     ├── PacedOut                    the pacer holds a district's token: poll it later
     ├── TargetNotAllowed            a webhook URL resolves to a refused address
@@ -104,6 +105,14 @@ class CleverResponseTooLarge(CleverError):
     def __init__(self, message: str, *, limit: int, request_id: str | None = None) -> None:
         super().__init__(message, request_id=request_id)
         self.limit = limit
+
+
+class SecretUnreadable(RelayError):
+    """A stored district token or signing secret that none of the process's keys
+    (``RELAY_ENCRYPTION_KEY``) decrypts: written by a process with a key this one lacks, or
+    under a key dropped before ``relay keys reencrypt`` ran. It is that row's problem only:
+    the subscription is disabled, the district put in ``error``, and the API still reads,
+    changes and deletes the row (``relay.db.crypto``). The message never carries the value."""
 
 
 class LeaseLost(RelayError):

@@ -55,6 +55,9 @@ class WorkerContext:
         tuning = settings.tuning
         crypto.use(resolve_keyring(settings))
         db = Database(settings.database_url)
+        # a worker without the key another process writes with says so at start-up (and
+        # still starts: what it cannot read is those rows' problem)
+        await crypto.check_keys(db.engine, "worker")
         queue = RedisQueue(redis, enqueue_batch=tuning.enqueue_batch)
         sender = WebhookSender(
             timeout=settings.delivery_timeout,

@@ -63,11 +63,13 @@ def create_app(
     redis_url: str | None = None,
     *,
     process_counters: bool = False,
+    check_keys: bool = True,
 ) -> Starlette:
     """``redis_url``: where to queue deliveries the API creates or resumes (retries, re-enabled
     subscriptions) at once; without it the reconciler queues them within seconds.
     ``process_counters``: ``/metrics`` adds this process's counters (``relay run``, where a
-    worker shares the process)."""
+    worker shares the process). ``check_keys``: at start-up, log whether the encryption keys
+    read a sample of what is stored (``crypto.check_keys``; ``relay run``'s worker does it)."""
     limits, policy = settings.tuning.api, settings.target_policy
     crypto.use(runtime.keyring)
     database = db or Database(settings.database_url, pool_timeout=limits.pool_timeout)
@@ -95,6 +97,8 @@ def create_app(
         # as the process: keep it out of the collector's full passes, which otherwise took
         # ~50 ms now and then in the middle of a request (bench/observability.py).
         gc.freeze()
+        if check_keys:  # a replica with a wrong key says so at once (and still starts)
+            await crypto.check_keys(database.engine, "api")
         async with svc.sender:
             try:
                 yield

@@ -10,11 +10,12 @@ from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from relay._exceptions import API_ERROR_CODES, ApiError
+from relay._exceptions import API_ERROR_CODES, ApiError, SecretUnreadable
 from relay.validation import what_is_wrong
 
 __all__ = [
@@ -99,6 +100,34 @@ async def _pool_exhausted(_request: Request, exc: Exception) -> Response:
     return overloaded(retry_after=2)
 
 
+async def _secret_unreadable(request: Request, exc: Exception) -> Response:
+    """A route that needed a stored secret this process's keys do not decrypt (the routes
+    that can say more, say it themselves): the row's problem, not the server's."""
+    logger.warning(
+        "a stored secret does not decrypt with this process's RELAY_ENCRYPTION_KEY",
+        extra={"path": request.url.path, "method": request.method},
+    )
+    return error_response(
+        409,
+        "a stored secret this request needs does not decrypt with this API process's "
+        "RELAY_ENCRYPTION_KEY (written with a key it does not have): give it a new one "
+        "(rotate-secret or PATCH secret; a district's PATCH token), or add that key",
+        code="secret_unreadable",
+    )
+
+
+async def _changed_meanwhile(request: Request, exc: Exception) -> Response:
+    """The row an ORM write expected was changed or deleted by a concurrent request. The
+    routes lock the rows they change, so this is a backstop: a race is a 409, never a 500."""
+    logger.info(
+        "a concurrent request changed the row first",
+        extra={"path": request.url.path, "method": request.method},
+    )
+    return error_response(
+        409, "it was changed or deleted by another request meanwhile; read it again and retry"
+    )
+
+
 async def _unhandled(request: Request, exc: Exception) -> Response:
     logger.exception("unhandled error", extra={"path": request.url.path, "method": request.method})
     return error_response(500, "internal error")
@@ -108,5 +137,7 @@ exception_handlers: dict[Any, Any] = {
     ApiError: _api_error,
     HTTPException: _http_error,
     PoolTimeout: _pool_exhausted,
+    SecretUnreadable: _secret_unreadable,
+    StaleDataError: _changed_meanwhile,
     Exception: _unhandled,
 }

@@ -236,8 +236,19 @@ class SubscriptionUpdate(SubscriptionFilters):
     ordered: StrictBool | None = None
     max_in_flight: MaxInFlight | None = None
     max_per_second: MaxPerSecond | None = Field(default=None, description="null: no throttle")
+    secret: str | None = Field(
+        default=None,
+        description="a new signing secret, used at once (the old one stops signing; "
+        "rotate-secret keeps it for 24 h): whsec_ + base64 of 24-64 bytes; never shown",
+        json_schema_extra={"pattern": SECRET_PATTERN},
+    )
 
     _url = field_validator("url", mode="before")(check_url)
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, v: str | None) -> str | None:
+        return _check_secret(v)
 
 
 class Subscription(BaseModel):

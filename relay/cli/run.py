@@ -118,8 +118,9 @@ async def _run(
     settings = settings.model_copy(update={"allow_loopback": True})
     db = Database(settings.database_url)
     crypto.use(runtime.keyring)
-    # what an earlier relay stored in plain text (or under an older key) is encrypted now
-    await reencrypt(db.engine, runtime.keyring)
+    # what an earlier relay stored in plain text (or under an older key) is encrypted now;
+    # what no key reads is the start-up check's to report (the worker's, below)
+    await reencrypt(db, runtime.keyring)
     servers: list[tuple[QuietServer, socket.socket]] = []
     simulated = "simulator" in sockets and await _wants_simulator(settings, db, args.simulator)
     if simulated:
@@ -130,7 +131,8 @@ async def _run(
             update={"clever_api_url": f"http://127.0.0.1:{args.simulator_port}"}
         )
         await _register_simulated(db, sim)
-    app = create_app(settings, runtime, db, redis_url, process_counters=True)
+    # one process: the worker's start-up checks the keys for both
+    app = create_app(settings, runtime, db, redis_url, process_counters=True, check_keys=False)
     servers.append((make_server(app, args.host, args.port), sockets["api"]))
 
     tasks = [asyncio.create_task(s.serve(sockets=[sock])) for s, sock in servers]

@@ -14,6 +14,8 @@ from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Column, Index, Integer, Text, UniqueConstraint
 from sqlalchemy import false as sa_false
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.orm import deferred, undefer
 from sqlmodel import Field, SQLModel
 
 from relay.clever.events import object_id_time
@@ -26,6 +28,20 @@ BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 def _utc_column(*, nullable: bool = True, index: bool = False) -> Any:
     return Field(default=None, sa_type=UTCDateTime, nullable=nullable, index=index)
+
+
+def _secret_column(name: str, *, nullable: bool) -> Column[str]:
+    return Column(name, Encrypted, nullable=nullable)
+
+
+def _without_loading(*columns: Column[str]) -> dict[str, Any]:
+    """``__mapper_args__`` that leave encrypted columns out of every ORM load: deferred, and
+    raising if read without being asked for (``options(undefer(...))``), instead of loading
+    one by one. A row whose secret no configured key decrypts is then read, changed and
+    deleted like any other (one such row used to stop every query that touched it: fan-out,
+    the API, the delivery load); only the code that needs the secret meets
+    ``SecretUnreadable``, and makes it that row's state."""
+    return {"properties": {c.name: deferred(c, raiseload=True) for c in columns}}
 
 
 def new_subscription_id() -> str:
@@ -63,12 +79,19 @@ FINAL = (DeliveryStatus.SUCCEEDED, DeliveryStatus.FAILED, DeliveryStatus.CANCELL
 """Delivery statuses that end it (a manual retry may still send it again)."""
 
 
+_DISTRICT_TOKEN = _secret_column("token", nullable=False)
+
+
 class District(SQLModel, table=True):
+    """A Clever district the relay polls. ``token`` (Clever's; encrypted at rest) is not
+    loaded by the ORM unless asked for (``_without_loading``)."""
+
     __tablename__ = "districts"
+    __mapper_args__ = _without_loading(_DISTRICT_TOKEN)
 
     id: str = Field(primary_key=True, max_length=64)
     name: str | None = Field(default=None, max_length=200)
-    token: str = Field(sa_type=Encrypted, nullable=False)  # Clever's; encrypted at rest
+    token: str = Field(sa_column=_DISTRICT_TOKEN)
     token_source: str = Field(default="manual", max_length=16)
     start_from: str = Field(default="latest", max_length=16)
     status: str = Field(default=DistrictStatus.ACTIVE, max_length=16)
@@ -109,13 +132,26 @@ def lag_seconds(
     return round(max(0.0, (now - newest).total_seconds()), 3)
 
 
+#: A load option: the district with its token, decrypted (SecretUnreadable if no key reads
+#: it); for the poller, the one reader that needs it.
+WITH_TOKEN = undefer(sa_inspect(District).attrs["token"].class_attribute)
+
+
 #: The owner name of the admin token (and of what it creates without naming an owner).
 ADMIN_OWNER = "admin"
 
 
+_SECRET = _secret_column("secret", nullable=False)
+_PREVIOUS_SECRET = _secret_column("previous_secret", nullable=True)
+
+
 class Subscription(SQLModel, table=True):
+    """Where matching events are delivered. ``secret`` and ``previous_secret`` (encrypted at
+    rest) are not loaded by the ORM unless asked for (``_without_loading``)."""
+
     __tablename__ = "subscriptions"
     __table_args__ = (Index("ix_subscriptions_owner_id", "owner", "id"),)
+    __mapper_args__ = _without_loading(_SECRET, _PREVIOUS_SECRET)
 
     id: str = Field(default_factory=new_subscription_id, primary_key=True, max_length=32)
     owner: str = Field(max_length=100)
@@ -131,8 +167,8 @@ class Subscription(SQLModel, table=True):
     changed: list[str] = Field(
         default_factory=list, sa_column=Column(JSON, nullable=False, server_default="[]")
     )
-    secret: str = Field(sa_type=Encrypted, nullable=False)  # encrypted at rest
-    previous_secret: str | None = Field(default=None, sa_type=Encrypted)
+    secret: str = Field(sa_column=_SECRET)
+    previous_secret: str | None = Field(default=None, sa_column=_PREVIOUS_SECRET)
     previous_secret_expires_at: datetime | None = _utc_column()
     enabled: bool = True
     # the events of one record go one at a time, in Clever's order (docs/architecture.md)

@@ -3,27 +3,52 @@
 The jobs claimed together are read in one query (plain rows rather than ORM objects, except
 for the few subscriptions: a busy worker reads thousands of deliveries a second), instead of a
 transaction per job.
+
+Signing secrets are read as stored and decrypted only when the attempt is signed
+(:class:`SigningSecrets`): a secret no configured key decrypts is its subscription's problem
+(the pipeline disables it), where decrypting on load failed the whole batch, every other
+subscription's jobs with it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlmodel import select
 
-from relay.db import Database
+from relay.db import Database, crypto
 from relay.db.models import WAITING, Delivery, Event, Subscription
 from relay.db.tables import one_of, table_of
+from relay.delivery.signing import active_secrets
 from relay.queue import Job
+
+
+@dataclass(frozen=True, slots=True)
+class SigningSecrets:
+    """A subscription's signing secrets as stored (encrypted), decrypted only to sign."""
+
+    secret: str
+    previous: str | None
+    previous_expires_at: datetime | None
+
+    def active(self, now: datetime) -> list[str]:
+        """The secrets that sign at ``now``, decrypted (the previous one only while its
+        overlap lasts: an expired one is never decrypted). Raises SecretUnreadable if one
+        does not decrypt with the process's keys."""
+        ring = crypto.keyring()
+        stored = active_secrets(self.secret, self.previous, self.previous_expires_at, now)
+        return [ring.decrypt(value) for value in stored]
 
 
 @dataclass(frozen=True, slots=True)
 class Attempt:
     """Attempt ``job.attempt`` of a delivery, with the delivery as read before it is sent:
     its state, its event's body (None if the event is gone) and its subscription (None if
-    deleted). Recording it is a compare-and-set against ``attempts``."""
+    deleted), read without its secrets, and those as stored (``signing``, None with the
+    subscription). Recording it is a compare-and-set against ``attempts``."""
 
     job: Job
     status: str
@@ -35,6 +60,7 @@ class Attempt:
     event_type: str
     body: str | None
     subscription: Subscription | None
+    signing: SigningSecrets | None
 
     @property
     def delivery_id(self) -> int:
@@ -77,9 +103,12 @@ _LOAD = (
     .where(one_of(_deliveries.c.id, "ids"))
 )
 _subscriptions = table_of(Subscription)
-_SUBSCRIPTIONS = select(Subscription).where(
-    one_of(_subscriptions.c.id, "ids", _subscriptions.c.id.type)
-)
+# the ORM leaves the secrets out (relay.db.models); they are read beside it, as stored
+_SUBSCRIPTIONS = select(
+    Subscription,
+    crypto.as_stored(_subscriptions.c.secret),
+    crypto.as_stored(_subscriptions.c.previous_secret),
+).where(one_of(_subscriptions.c.id, "ids", _subscriptions.c.id.type))
 
 
 async def load_attempts(db: Database, jobs: Sequence[Job]) -> list[Attempt | None]:
@@ -91,7 +120,10 @@ async def load_attempts(db: Database, jobs: Sequence[Job]) -> list[Attempt | Non
         rows = {int(row[0]): tuple(row) for row in loaded}
         wanted = {row[6] for row in rows.values()}
         subscriptions = {
-            s.id: s for s in (await session.exec(_SUBSCRIPTIONS, params={"ids": wanted})).all()
+            s.id: (s, SigningSecrets(secret, previous, s.previous_secret_expires_at))
+            for s, secret, previous in (
+                await session.exec(_SUBSCRIPTIONS, params={"ids": wanted})
+            ).all()
         }
     attempts: list[Attempt | None] = []
     for job in jobs:
@@ -100,6 +132,7 @@ async def load_attempts(db: Database, jobs: Sequence[Job]) -> list[Attempt | Non
             attempts.append(None)
             continue
         _, status, n, manual, retry, waiting_for, sub_id, event_id, event_type, body = row
+        subscription, signing = subscriptions.get(sub_id, (None, None))
         attempts.append(
             Attempt(
                 job=job,
@@ -111,7 +144,8 @@ async def load_attempts(db: Database, jobs: Sequence[Job]) -> list[Attempt | Non
                 event_id=event_id,
                 event_type=event_type,
                 body=body,
-                subscription=subscriptions.get(sub_id),
+                subscription=subscription,
+                signing=signing,
             )
         )
     return attempts

@@ -30,7 +30,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlmodel import col, update
 
 from relay import counters
-from relay._exceptions import SubscriptionBusy, SubscriptionClosed
+from relay._exceptions import SecretUnreadable, SubscriptionBusy, SubscriptionClosed
 from relay.coalesce import Coalescer
 from relay.db import Database, chains, utcnow
 from relay.db.engine import refused
@@ -38,10 +38,10 @@ from relay.db.models import WAITING, Delivery, DeliveryStatus, Subscription
 from relay.delivery.aside import Aside, Lines, busy_slots_wait, open_circuit_wait
 from relay.delivery.attempt import Attempt, load_attempts
 from relay.delivery.outcome import state_after
-from relay.delivery.record import Sent, record_attempts
+from relay.delivery.record import UNREADABLE_SECRET, Sent, disable_unreadable, record_attempts
 from relay.delivery.schedule import RetrySchedule
 from relay.delivery.sender import AttemptOutcome, WebhookSender
-from relay.delivery.signing import active_secrets, webhook_headers
+from relay.delivery.signing import webhook_headers
 from relay.delivery.slots import Slots
 from relay.delivery.streaks import FailureStreaks
 from relay.queue import Job, RedisQueue, next_attempts
@@ -133,7 +133,7 @@ class AttemptPipeline:
         if not attempt.due:
             return "stale"
         subscription = attempt.subscription
-        if subscription is None or attempt.body is None:
+        if subscription is None or attempt.signing is None or attempt.body is None:
             await self._settle(attempt, DeliveryStatus.CANCELLED)
             return "cancelled"
         if not subscription.enabled:
@@ -141,7 +141,12 @@ class AttemptPipeline:
             await self._settle(attempt, None)  # parked until the subscription is re-enabled
             return "parked"
         try:
-            outcome = await self._send(attempt, subscription, attempt.body.encode())
+            secrets = attempt.signing.active(utcnow())
+        except SecretUnreadable:
+            await self._unreadable(attempt, subscription)
+            return "parked"
+        try:
+            outcome = await self._send(attempt, subscription, secrets, attempt.body.encode())
         except SubscriptionClosed:  # deleted or disabled since the job loaded it
             await self._settle(attempt, None)
             return "closed"
@@ -164,19 +169,25 @@ class AttemptPipeline:
         future, not a coroutine: shielding one costs no task."""
         return self._recorder.put((attempt, outcome))
 
+    async def _unreadable(self, attempt: Attempt, subscription: Subscription) -> None:
+        """A signing secret this worker's keys do not decrypt: the subscription is disabled
+        saying why (``relay.subscription.disabled`` to its owner, by whichever attempt gets
+        there first), and the delivery parked like every other of a disabled subscription,
+        until the owner sets a new secret (or the workers get the key) and re-enables it.
+        Nothing is sent: an unsigned or wrongly signed webhook would be worse than none."""
+        async with self.db.write() as session:
+            jobs = await disable_unreadable(session, subscription, utcnow())
+        self.streaks.disabled(subscription.id, UNREADABLE_SECRET)
+        await self._settle(attempt, None)
+        await self.queue.enqueue(jobs)
+
     async def _send(
-        self, attempt: Attempt, subscription: Subscription, body: bytes
+        self, attempt: Attempt, subscription: Subscription, secrets: list[str], body: bytes
     ) -> AttemptOutcome:
         wait = self.gates.open_for(subscription.id)
         if wait is not None:  # its endpoint keeps timing out: back later, unspent
             raise SubscriptionBusy(defer=open_circuit_wait(wait))
         async with self._turn(attempt, subscription) as heard:
-            secrets = active_secrets(
-                subscription.secret,
-                subscription.previous_secret,
-                subscription.previous_secret_expires_at,
-                utcnow(),
-            )
             headers = webhook_headers(secrets, attempt.event_id, body)
             outcome = await self.sender.send(subscription.url, headers, body)
             heard.append(outcome.result != "timeout")

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import bindparam
+from sqlalchemy import Update, bindparam
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -206,6 +206,46 @@ def _attempt_shown(outcome: AttemptOutcome) -> dict[str, object]:
     }
 
 
+#: why a subscription is disabled when a worker cannot decrypt its signing secret
+UNREADABLE_SECRET = (
+    "its signing secret cannot be decrypted with the workers' RELAY_ENCRYPTION_KEY (it was "
+    "written with a key they do not have): set a new secret (rotate-secret, or PATCH "
+    "secret) or give the workers that key, then re-enable it"
+)
+
+
+async def disable_unreadable(
+    session: AsyncSession, subscription: Subscription, now: datetime
+) -> list[Job]:
+    """Disable ``subscription``, whose signing secret the process's keys do not decrypt,
+    with ``UNREADABLE_SECRET`` as its reason, in the caller's write transaction; returns the
+    jobs of its ``relay.subscription.disabled`` (none if it was disabled already, by this
+    or anything else: it keeps the reason it was first disabled for)."""
+    stmt = (
+        update(Subscription)
+        .where(col(Subscription.id) == subscription.id)
+        .where(col(Subscription.enabled).is_(True))
+    )
+    notice = await _disable(session, stmt, subscription, UNREADABLE_SECRET, now)
+    if notice is None:
+        return []
+    return await operational.raise_notices(await session.connection(), [notice], now)
+
+
+async def _disable(
+    session: AsyncSession, stmt: Update, subscription: Subscription, reason: str, now: datetime
+) -> operational.Notice | None:
+    """Run ``stmt`` (an UPDATE of the subscription with its compare-and-set conditions) to
+    disable it for ``reason``; its ``relay.subscription.disabled`` if it did."""
+    result = await session.exec(stmt.values(enabled=False, disabled_reason=reason, updated_at=now))
+    if not result.rowcount:
+        return None
+    logger.warning(
+        "subscription disabled", extra={"subscription_id": subscription.id, "reason": reason}
+    )
+    return operational.subscription_disabled(subscription, reason, now)
+
+
 async def _update_health(
     session: AsyncSession,
     subscription: Subscription,
@@ -224,29 +264,22 @@ async def _update_health(
     if outcome.succeeded and subscription.failing_since is None:
         return None  # the common case: nothing to write, and no statement to build (a hot path)
     stmt = update(Subscription).where(col(Subscription.id) == subscription.id)
-    values: dict[str, object]
     if outcome.succeeded:
-        values = {"failing_since": None}
-    elif outcome.gone:
-        values = {"enabled": False, "disabled_reason": "the endpoint answered 410 Gone"}
+        await session.exec(stmt.values(failing_since=None, updated_at=now))
+        return None
+    if outcome.gone:
         stmt = stmt.where(col(Subscription.enabled).is_(True))
-    elif subscription.failing_since is None:
-        values = {"failing_since": now}
+        return await _disable(session, stmt, subscription, "the endpoint answered 410 Gone", now)
+    if subscription.failing_since is None:
         stmt = stmt.where(col(Subscription.failing_since).is_(None))
-    elif (now - subscription.failing_since).total_seconds() >= disable_after:
+        await session.exec(stmt.values(failing_since=now, updated_at=now))
+        return None
+    if (now - subscription.failing_since).total_seconds() >= disable_after:
         since = subscription.failing_since.isoformat(timespec="seconds")
-        values = {"enabled": False, "disabled_reason": f"every attempt failed since {since}"}
         stmt = stmt.where(col(Subscription.enabled).is_(True)).where(
             col(Subscription.failing_since) == subscription.failing_since
         )
-    else:
-        return None
-    result = await session.exec(stmt.values(**values, updated_at=now))
-    if values.get("enabled") is not False or not result.rowcount:
-        return None
-    logger.warning(
-        "subscription disabled",
-        extra={"subscription_id": subscription.id, "reason": values["disabled_reason"]},
-    )
-    shown = subscription.model_dump() | values | {"updated_at": now}
-    return operational.subscription_disabled(Subscription.model_validate(shown))
+        return await _disable(
+            session, stmt, subscription, f"every attempt failed since {since}", now
+        )
+    return None

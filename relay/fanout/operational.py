@@ -131,8 +131,9 @@ def api_time(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat().replace("+00:00", "Z")
 
 
-def subscription_disabled(subscription: Subscription) -> Notice:
-    """The subscription as the API shows it (no secret), with its ``disabled_reason``."""
+def subscription_disabled(subscription: Subscription, reason: str, at: datetime) -> Notice:
+    """The subscription as the API shows it (no secret), disabled at ``at`` for ``reason``
+    (``subscription`` as read before: the change is the caller's UPDATE)."""
     s = subscription
     shown = {
         "id": s.id,
@@ -145,13 +146,13 @@ def subscription_disabled(subscription: Subscription) -> Notice:
         "districts": list(s.districts),
         "roles": list(s.roles),
         "changed": list(s.changed),
-        "enabled": s.enabled,
+        "enabled": False,
         "ordered": s.ordered,
         "max_in_flight": s.max_in_flight,
         "max_per_second": s.max_per_second,
-        "disabled_reason": s.disabled_reason,
+        "disabled_reason": reason,
         "created_at": api_time(s.created_at),
-        "updated_at": api_time(s.updated_at),
+        "updated_at": api_time(at),
     }
     return Notice(SUBSCRIPTION_DISABLED, s.owner, s.id, shown)
 

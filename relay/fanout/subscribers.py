@@ -1,15 +1,20 @@
 """Fan-out: which subscriptions an event goes to. Runs inside the ingest transaction, so an
-event is never stored without its deliveries (the transactional outbox)."""
+event is never stored without its deliveries (the transactional outbox).
+
+Fan-out reads only what matching needs: never a subscription's secret, so a secret no
+configured key decrypts cannot stop a page from being stored (it used to stop every district's
+intake at once)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlmodel import col, select
+import sqlalchemy as sa
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from relay.db.models import Subscription
+from relay.db.tables import table_of
 from relay.fanout.matching import Facts, Filter
 
 
@@ -20,24 +25,58 @@ class Subscriber:
     ordered: bool = False
 
 
+_subscriptions = table_of(Subscription)
+#: built once; the columns matching needs, and nothing encrypted
+_ENABLED = sa.select(
+    _subscriptions.c.id,
+    _subscriptions.c.record_types,
+    _subscriptions.c.actions,
+    _subscriptions.c.districts,
+    _subscriptions.c.schools,
+    _subscriptions.c.roles,
+    _subscriptions.c.changed,
+    _subscriptions.c.ordered,
+).where(_subscriptions.c.enabled.is_(True))
+
+
 async def load_subscribers(session: AsyncSession) -> list[Subscriber]:
     """Enabled subscriptions: a disabled one receives nothing until it is re-enabled."""
-    rows = await session.exec(select(Subscription).where(col(Subscription.enabled).is_(True)))
-    return [subscriber(s) for s in rows]
+    conn = await session.connection()
+    return [
+        Subscriber(
+            sub_id,
+            _filter(record_types, actions, districts, schools, roles, changed),
+            bool(ordered),
+        )
+        for sub_id, record_types, actions, districts, schools, roles, changed, ordered in (
+            await conn.execute(_ENABLED)
+        )
+    ]
 
 
 def subscriber(s: Subscription) -> Subscriber:
     return Subscriber(
         s.id,
-        Filter(
-            record_types=frozenset(s.record_types),
-            actions=frozenset(s.actions),
-            districts=frozenset(s.districts),
-            schools=frozenset(s.schools),
-            roles=frozenset(s.roles),
-            changed=Filter.changed_paths(s.changed),
-        ),
+        _filter(s.record_types, s.actions, s.districts, s.schools, s.roles, s.changed),
         s.ordered,
+    )
+
+
+def _filter(
+    record_types: Iterable[str],
+    actions: Iterable[str],
+    districts: Iterable[str],
+    schools: Iterable[str],
+    roles: Iterable[str],
+    changed: Iterable[str],
+) -> Filter:
+    return Filter(
+        record_types=frozenset(record_types),
+        actions=frozenset(actions),
+        districts=frozenset(districts),
+        schools=frozenset(schools),
+        roles=frozenset(roles),
+        changed=Filter.changed_paths(changed),
     )
 
 

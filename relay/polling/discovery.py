@@ -1,16 +1,21 @@
 """Token discovery: with ``CLEVER_CLIENT_ID``/``CLEVER_CLIENT_SECRET`` set, every district
 that shared data with the app is registered, and rotated tokens are picked up (an
 ``unauthorized`` district given a new token has recovered: its operational event is queued
-by the reconciler, as this cron has no queue of its own)."""
+by the reconciler, as this cron has no queue of its own). A stored token no key decrypts is
+replaced by the one Clever lists, like any other that differs."""
 
 from __future__ import annotations
 
 import logging
 
-from relay._exceptions import CleverError
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from relay._exceptions import CleverError, SecretUnreadable
 from relay.clever.tokens import fetch_district_tokens
-from relay.db import Database, utcnow
+from relay.db import Database, crypto, utcnow
 from relay.db.models import District, DistrictStatus, Sync
+from relay.db.tables import table_of
 from relay.fanout import operational
 from relay.settings import Settings
 
@@ -40,7 +45,7 @@ async def discover_districts(settings: Settings, db: Database) -> int:
                     )
                 )
                 logger.info("district discovered", extra={"district_id": token.district_id})
-            elif district.token != token.access_token:
+            elif await _stored_token(await session.connection(), district.id) != token.access_token:
                 district.token = token.access_token
                 district.token_source = "discovered"
                 district.updated_at = utcnow()
@@ -61,3 +66,22 @@ async def discover_districts(settings: Settings, db: Database) -> int:
             changed += 1
         await operational.raise_notices(await session.connection(), recovered, utcnow())
     return changed
+
+
+_districts = table_of(District)
+_TOKEN = sa.select(crypto.as_stored(_districts.c.token)).where(
+    _districts.c.id == sa.bindparam("b_id")
+)
+
+
+async def _stored_token(conn: AsyncConnection, district_id: str) -> str | None:
+    """The district's token, decrypted; None if no configured key decrypts it (then the
+    one Clever lists replaces it: one district's unreadable token must not stop discovery
+    of every other)."""
+    stored = (await conn.execute(_TOKEN, {"b_id": district_id})).scalar_one_or_none()
+    if stored is None:
+        return None
+    try:
+        return crypto.keyring().decrypt(stored)
+    except SecretUnreadable:
+        return None

@@ -5,8 +5,10 @@ one transaction with its deliveries and the cursor advance (``relay.polling.stor
 waits ``RELAY_POLL_INTERVAL`` and polls again, renewing its lease as it goes. Errors are
 recorded on the district (``last_error``; ``status`` = error after repeated failures) and
 retried with capped, jittered backoff; a 429 waits for Clever's reset; a 401 first fetches the
-district's token again when client credentials are configured. Every write to the district
-is guarded by the lease (``relay.db.districts.update_leased``).
+district's token again when client credentials are configured. A token this worker's keys
+cannot decrypt puts the district in ``error`` at once, saying so, and is retried with the same
+backoff (a new token, or the key given to the worker, ends it); no other district notices.
+Every write to the district is guarded by the lease (``relay.db.districts.update_leased``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from relay._exceptions import (
     CleverUnauthorized,
     LeaseLost,
     PacedOut,
+    SecretUnreadable,
 )
 from relay.clever.client import CleverClient
 from relay.clever.events import EventsPage
@@ -40,7 +43,7 @@ from relay.clever.tokens import fetch_district_tokens
 from relay.db import Database, utcnow
 from relay.db.districts import update_leased
 from relay.db.engine import refused
-from relay.db.models import District, DistrictStatus, Sync
+from relay.db.models import WITH_TOKEN, District, DistrictStatus, Sync
 from relay.fanout import operational
 from relay.loops import pause
 from relay.polling import leases
@@ -54,6 +57,13 @@ from relay.settings import Settings
 from relay.tuning import PollingTuning
 
 logger = logging.getLogger("relay.poll")
+
+#: a district's ``last_error`` while its token cannot be decrypted
+UNREADABLE_TOKEN = (
+    "its Clever token cannot be decrypted with this worker's RELAY_ENCRYPTION_KEY (it was "
+    "written with a key the worker does not have): PATCH the district with its token again, "
+    "or give the workers that key"
+)
 
 
 @dataclass(frozen=True)
@@ -197,6 +207,14 @@ class DistrictPoller:
             wait = self.app.tuning.backoff.next_delay(self.unauthorized)
             await self.note_error(f"{exc} (the token is still current; retrying)")
             return max(wait, 0.1)
+        except SecretUnreadable:
+            self.failures += 1
+            wait = self.app.tuning.backoff.next_delay(self.failures - 1)
+            if await self.note_error(UNREADABLE_TOKEN, count_failure=True, error_now=True):
+                logger.warning(
+                    "district in error: its token cannot be decrypted", extra=self.log_extra
+                )
+            return max(wait, 0.1)
         except CleverError as exc:
             if isinstance(exc, CleverResponseTooLarge):
                 self.page_size = max(1, exc.limit // 4)  # until caught up again
@@ -234,7 +252,9 @@ class DistrictPoller:
             return self.district
         self.lease.changed = False
         async with self.app.db.read() as session:
-            district = await session.get(District, self.district_id)
+            # the token is the one column the ORM leaves out unless asked (relay.db.models);
+            # one no key decrypts raises SecretUnreadable here: this district's error
+            district = await session.get(District, self.district_id, options=[WITH_TOKEN])
         if district is None or district.lease_owner != self.app.worker_id:
             raise LeaseLost(f"district {self.district_id}: lease or district gone")
         if district.status not in leases.POLLABLE:
@@ -467,7 +487,13 @@ class DistrictPoller:
         await self.app.queue.enqueue(jobs)
         logger.warning("district unauthorized", extra=self.log_extra | {"error": error})
 
-    async def note_error(self, error: str, *, count_failure: bool = False) -> None:
+    async def note_error(
+        self, error: str, *, count_failure: bool = False, error_now: bool = False
+    ) -> bool:
+        """Record ``error`` on the district; with ``count_failure``, one more failure, and
+        status ``error`` once they are ``error_after_failures`` in a row (at once with
+        ``error_now``: a failure that retrying cannot end). True if the status became
+        ``error`` now (its ``relay.district.error`` is raised)."""
         now = utcnow()
         values: dict[str, object] = {
             "last_error": error,
@@ -479,14 +505,19 @@ class DistrictPoller:
         if count_failure:
             values["consecutive_failures"] = District.consecutive_failures + 1
         jobs: list[Job] = []
+        became_error = False
         self.keep(None)
         async with self.app.db.write() as session:
             await self._update(session, **values)
-            if count_failure and self.failures >= self.app.tuning.error_after_failures:
+            if count_failure and (
+                error_now or self.failures >= self.app.tuning.error_after_failures
+            ):
                 active = col(District.status) == DistrictStatus.ACTIVE
-                if await self._update(session, active, status=DistrictStatus.ERROR):
+                became_error = await self._update(session, active, status=DistrictStatus.ERROR)
+                if became_error:
                     jobs = await self._tell(session, operational.DISTRICT_ERROR)
         await self.app.queue.enqueue(jobs)
+        return became_error
 
     async def _tell(self, session: AsyncSession, event_type: str) -> list[Job]:
         """Raise ``event_type`` about the district as it now is, in ``session``'s transaction

@@ -89,6 +89,7 @@ async def _record(
         event_type="users.updated",
         body="{}",
         subscription=sub,
+        signing=None,  # recorded, never sent
     )
     async with db.write() as session:
         (status,), _ = await record_attempts(

@@ -15,7 +15,7 @@ from sqlmodel import col, select
 from relay.api.app import create_app as create_api
 from relay.clever.simulator import Simulator, SimulatorConfig, create_app
 from relay.db import Database
-from relay.db.models import District, Event
+from relay.db.models import WITH_TOKEN, District, Event
 from relay.secrets import RuntimeSecrets
 from relay.settings import Settings
 from tests.support.config import ADMIN_TOKEN
@@ -46,8 +46,9 @@ async def stored_ids(db: Database) -> list[str]:
 
 
 async def load(db: Database, district_id: str) -> District:
+    """The district with its token (which the ORM loads only when asked)."""
     async with db.read() as session:
-        district = await session.get(District, district_id)
+        district = await session.get(District, district_id, options=[WITH_TOKEN])
     assert district is not None
     return district
 

@@ -103,6 +103,7 @@ class World:
             event_type="users.updated",
             body="{}",
             subscription=sub,
+            signing=None,  # recorded, never sent
         )
         async with self.db.write() as session:
             _, jobs = await record_attempts(

@@ -61,6 +61,24 @@ class Cluster:
     def output(self) -> str:
         return "\n".join(w.output()[-3000:] for w in self.workers)
 
+    @contextmanager
+    def replica(self, encryption_key: str, name: str = "replica") -> Iterator[httpx.Client]:
+        """Another ``relay serve`` on the same database with ``RELAY_ENCRYPTION_KEY`` set to
+        ``encryption_key`` (an admin client for it): the replica whose writes the other
+        processes may not read."""
+        port = free_port()
+        env = self.env | {"RELAY_ENCRYPTION_KEY": encryption_key}
+        process = RelayProcess(["serve", "--port", str(port)], env, self.logs / f"{name}.log")
+        headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        try:
+            with httpx.Client(
+                base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=10
+            ) as client:
+                _wait_until_serving(client, process)
+                yield client
+        finally:
+            process.stop()
+
     async def settled(self, db: Database, expected: int, timeout: float, *context: Any) -> None:
         """Wait until every expected delivery exists and none is waiting; else fail with
         the statuses, ``context`` and the workers' output."""

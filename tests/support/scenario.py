@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func
+from sqlalchemy.orm import undefer
 from sqlmodel import col, select
 
 from relay.clever.simulator import Simulator, SimulatorConfig, create_app
@@ -364,8 +365,8 @@ class Scenario:
         sub = Subscription(owner=owner, url=url, secret=generate_secret(), **filters)
         async with self.db.write() as session:
             session.add(sub)
-        async with self.db.read() as session:
-            stored = await session.get(Subscription, sub.id)
+        async with self.db.read() as session:  # with its secret, which the ORM loads if asked
+            stored = await session.get(Subscription, sub.id, options=[undefer(Subscription.secret)])
         assert stored is not None
         hook = Hook(name, stored, expect, receiver)
         self.hooks.append(hook)

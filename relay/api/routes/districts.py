@@ -1,4 +1,9 @@
-"""Districts (admin only): which Clever districts the relay polls, and how each is doing."""
+"""Districts (admin only): which Clever districts the relay polls, and how each is doing.
+
+A district is read without its token (``relay.db.models``), so one whose token this process's
+keys cannot decrypt is shown, re-tokened and deleted like any other. PATCH and DELETE lock the
+row: racing each other, the later one answers 404 once it is gone, never 500.
+"""
 
 from __future__ import annotations
 
@@ -127,7 +132,10 @@ async def get_district(request: Request) -> Response:
         "districts",
         {200: schemas.District},
         request=schemas.DistrictUpdate,
-        errors=(403, 404),
+        errors=(403, 404, 409),
+        description="A new token is tried at once (a poll waiting out a backoff or a rate "
+        "limit is due now): a district in error because its token could not be decrypted, "
+        "or refused, recovers with its first good page.",
     )
 )
 async def update_district(request: Request) -> Response:
@@ -135,7 +143,7 @@ async def update_district(request: Request) -> Response:
     body = await read_json(request, schemas.DistrictUpdate)
     district_id = request.path_params["district_id"]
     async with services(request).db.write() as session:
-        district = await session.get(District, district_id)
+        district = await session.get(District, district_id, with_for_update=True)
         if district is None:
             raise ApiError(404, f"no district {district_id!r}")
         if body.name is not None:
@@ -143,6 +151,7 @@ async def update_district(request: Request) -> Response:
         if body.token is not None:
             district.token = body.token
             district.token_source = "manual"
+            district.poll_after = None  # the backoff and the pacing were the old token's
         sync = await _sync_of(session, district)
         if body.status is not None:
             district.status = body.status
@@ -164,7 +173,7 @@ async def delete_district(request: Request) -> Response:
     principal(request).require_admin()
     district_id = request.path_params["district_id"]
     async with services(request).db.write() as session:
-        district = await session.get(District, district_id)
+        district = await session.get(District, district_id, with_for_update=True)
         if district is None:
             raise ApiError(404, f"no district {district_id!r}")
         await session.delete(district)

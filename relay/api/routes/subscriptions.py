@@ -1,4 +1,10 @@
-"""Subscriptions: where matching events are delivered. A service token sees only its own."""
+"""Subscriptions: where matching events are delivered. A service token sees only its own.
+
+A subscription is read without its secrets (``relay.db.models``), so one whose secret this
+process's keys cannot decrypt is shown, changed and deleted like any other. The writes lock the
+row they change (``FOR UPDATE``; SQLite's write transaction holds the database): a PATCH or a
+rotation racing a DELETE of the same subscription answers 404 once it is gone, never 500.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
+import sqlalchemy as sa
 from redis.exceptions import RedisError
 from sqlmodel import col, func, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -13,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from relay._exceptions import TargetNotAllowed
+from relay._exceptions import SecretUnreadable, TargetNotAllowed
 from relay.api import schemas
 from relay.api.auth import Principal, principal
 from relay.api.context import Services, read_json, services
@@ -21,11 +28,13 @@ from relay.api.errors import ApiError
 from relay.api.limits import retry_after
 from relay.api.pagination import parse_limit
 from relay.api.spec import CURSOR, LIMIT, Operation, Query, operation
-from relay.db import chains, utcnow
+from relay.db import chains, crypto, utcnow
 from relay.db.models import WAITING, Delivery, DeliveryStatus, Subscription
+from relay.db.tables import table_of
+from relay.delivery.attempt import SigningSecrets
 from relay.delivery.bootstrap import request_bootstrap
 from relay.delivery.probe import record_test, send_test
-from relay.delivery.signing import active_secrets, generate_secret
+from relay.delivery.signing import generate_secret
 from relay.delivery.targets import check_target_url
 from relay.queue import Job, next_attempts
 
@@ -65,6 +74,36 @@ async def load_visible(svc: Services, who: Principal, subscription_id: str) -> S
     async with svc.db.read() as session:
         sub = await session.get(Subscription, subscription_id)
     return visible_or_404(sub, who, subscription_id)
+
+
+async def lock_visible(session: AsyncSession, who: Principal, subscription_id: str) -> Subscription:
+    """The subscription, locked for the caller's write transaction: a concurrent PATCH,
+    rotation or DELETE waits for it, and one that deleted it first leaves a 404 here (an
+    unlocked read then write answered 500 when the row went between the two)."""
+    sub = await session.get(Subscription, subscription_id, with_for_update=True)
+    return visible_or_404(sub, who, subscription_id)
+
+
+_SECRETS = table_of(Subscription)
+#: a subscription's signing secrets as stored: decrypted by the caller, which says what an
+#: unreadable one means for it
+_STORED_SECRETS = sa.select(
+    crypto.as_stored(_SECRETS.c.secret),
+    crypto.as_stored(_SECRETS.c.previous_secret),
+    _SECRETS.c.previous_secret_expires_at,
+).where(_SECRETS.c.id == sa.bindparam("b_id"))
+
+UNREADABLE = (
+    "its signing secret cannot be decrypted with this API process's RELAY_ENCRYPTION_KEY "
+    "(it was written with a key this process does not have): set a new one with "
+    "rotate-secret or PATCH secret, or add that key"
+)
+
+
+async def _signing_secrets(session: AsyncSession, subscription_id: str) -> SigningSecrets | None:
+    conn = await session.connection()
+    row = (await conn.execute(_STORED_SECRETS, {"b_id": subscription_id})).first()
+    return None if row is None else SigningSecrets(row[0], row[1], row[2])
 
 
 @operation(
@@ -177,11 +216,14 @@ async def get_subscription(request: Request) -> Response:
         "subscriptions",
         {200: schemas.SubscriptionChanged},
         request=schemas.SubscriptionUpdate,
-        errors=(404,),
+        errors=(404, 409),
         description="Setting enabled to true re-enables a subscription the relay disabled; "
         "deliveries parked while it was disabled are sent again within the reconcile interval. "
         "A new URL is checked as at creation (warnings: a host that does not resolve). "
-        "Setting enabled to false returns once no attempt is in flight (as DELETE does).",
+        "Setting enabled to false returns once no attempt is in flight (as DELETE does). "
+        "A new secret replaces the current one at once, with no overlap (rotate-secret keeps "
+        "the old one signing for 24 h); it is not shown in the response. A subscription "
+        "deleted meanwhile is 404.",
     )
 )
 async def update_subscription(request: Request) -> Response:
@@ -199,16 +241,19 @@ async def apply_update(
 ) -> Subscription:
     """The fields ``body`` sets, applied (also ``relay.api.actions.enable_subscription``):
     enabling clears the disabled reason and the failing streak; no longer ordered releases
-    what waited for its record's previous event. A new URL is the caller's to check first
+    what waited for its record's previous event; a new secret replaces the current one at
+    once (the previous one stops signing). A new URL is the caller's to check first
     (``_check_target``: 403/422, and its warnings)."""
     async with svc.db.write() as session:
-        sub = visible_or_404(await session.get(Subscription, subscription_id), who, subscription_id)
+        sub = await lock_visible(session, who, subscription_id)
         for name in body.model_fields_set:
             value = getattr(body, name)
             if name in ("record_types", "actions", "schools", "districts", "roles", "changed"):
                 value = value or []
             if value is not None or name in ("description", "max_per_second"):
                 setattr(sub, name, value)
+        if body.secret is not None:
+            sub.previous_secret = sub.previous_secret_expires_at = None
         if body.enabled is not None:
             sub.disabled_reason = None
             sub.failing_since = None
@@ -273,7 +318,7 @@ async def delete_subscription(request: Request) -> Response:
     who, svc = principal(request), services(request)
     subscription_id = request.path_params["subscription_id"]
     async with svc.db.write() as session:
-        sub = visible_or_404(await session.get(Subscription, subscription_id), who, subscription_id)
+        sub = await lock_visible(session, who, subscription_id)
         await session.delete(sub)
         await session.exec(
             update(Delivery)
@@ -290,17 +335,25 @@ async def delete_subscription(request: Request) -> Response:
         "Rotate the signing secret (the old one keeps signing for 24 h)",
         "subscriptions",
         {200: schemas.SubscriptionWithSecret},
-        errors=(404,),
+        errors=(404, 409),
+        description="A current secret that cannot be decrypted (written with an encryption "
+        "key this relay does not have) cannot sign either: it is replaced with no overlap.",
     )
 )
 async def rotate_secret(request: Request) -> Response:
     who, svc = principal(request), services(request)
     subscription_id = request.path_params["subscription_id"]
     async with svc.db.write() as session:
-        sub = visible_or_404(await session.get(Subscription, subscription_id), who, subscription_id)
+        sub = await lock_visible(session, who, subscription_id)
+        stored = await _signing_secrets(session, subscription_id)
+        assert stored is not None  # the row is locked
         now = utcnow()
-        sub.previous_secret = sub.secret
-        sub.previous_secret_expires_at = now + SECRET_OVERLAP
+        try:
+            previous: str | None = crypto.keyring().decrypt(stored.secret)
+        except SecretUnreadable:
+            previous = None  # nobody can sign with it: the new secret alone signs, at once
+        sub.previous_secret = previous
+        sub.previous_secret_expires_at = None if previous is None else now + SECRET_OVERLAP
         sub.secret = generate_secret()
         sub.updated_at = now
         session.add(sub)
@@ -312,26 +365,35 @@ async def rotate_secret(request: Request) -> Response:
         "Send a relay.test event to the subscription now",
         "subscriptions",
         {200: schemas.TestAttempt},
-        errors=(404,),
+        errors=(404, 409),
         description="Signed like every delivery (webhook-id is the test event's id). The "
         "attempt is returned and recorded: the relay.test event is in the event log and its "
         "delivery (delivery_id, already succeeded or failed, one attempt with trigger 'test') "
         "in the delivery log; it is never retried or recovered (send another test). Works on "
         "a disabled subscription too. At most one a second per owner (bursts of 10), else "
-        "429 with Retry-After.",
+        "429 with Retry-After. 409 secret_unreadable: the signing secret cannot be decrypted "
+        "with this relay's encryption keys (set a new one).",
     )
 )
 async def test_subscription(request: Request) -> Response:
     svc, who = services(request), principal(request)
-    sub = await load_visible(svc, who, request.path_params["subscription_id"])
+    subscription_id = request.path_params["subscription_id"]
+    async with svc.db.read() as session:
+        sub = visible_or_404(await session.get(Subscription, subscription_id), who, subscription_id)
+        stored = await _signing_secrets(session, subscription_id)
     if (wait := svc.test_sends.take(who.owner)) > 0:
         raise ApiError(
             429,
             f"too many test sends for {who.owner!r}: {svc.test_sends.describe()}",
             headers=retry_after(wait),
         )
+    if stored is None:  # deleted between the two reads
+        raise ApiError(404, f"no subscription {subscription_id!r}")
     now = utcnow()
-    secrets = active_secrets(sub.secret, sub.previous_secret, sub.previous_secret_expires_at, now)
+    try:
+        secrets = stored.active(now)
+    except SecretUnreadable:
+        raise ApiError(409, UNREADABLE, code="secret_unreadable") from None
     event_id, body, outcome = await send_test(svc.sender, sub.url, secrets, sub.id, now)
     delivery_id = await record_test(svc.db, sub, event_id, body, outcome)
     attempt = schemas.TestAttempt(
