@@ -107,9 +107,10 @@ class DistrictSync:
         """One step of the sync; False when every type was read and its deletes stored."""
         record_type = sync.record_type or DATA_TYPES[0]
         if sync.deleting:
-            if await self._step(
+            removed = await self._step(
                 lambda session, now: self._deletes(session, sync, record_type, now)
-            ):
+            )
+            if removed is not None:  # a chunk went (its jobs may be none): maybe more
                 return True
             return await self._next_type(sync, record_type)
         try:

@@ -12,10 +12,13 @@ from typing import Any
 from sqlalchemy import func
 from sqlmodel import col, select
 
+from relay.clever.client import CleverClient
 from relay.clever.simulator import Simulator
 from relay.db import Database
-from relay.db.models import District, Event, EventSource, Sync
+from relay.db.models import WITH_TOKEN, District, Event, EventSource, Sync
+from relay.queue import RedisQueue, open_redis
 from relay.roster import syncs
+from relay.roster.sync import DistrictSync, SyncContext
 from relay.settings import Settings
 from tests.support.roster import data_api_records, latest_sync, roster_records, start_sync
 from tests.support.servers import ServerThread
@@ -185,3 +188,35 @@ async def _state(db: Database, sync_id: int, state: str) -> bool:
     async with db.read() as session:
         sync = await session.get(Sync, sync_id)
     return sync is not None and sync.state == state
+
+
+async def test_deletes_beyond_one_chunk_all_go_even_with_no_subscriber(
+    db: Database, redis_url: str, simulator: tuple[Simulator, ServerThread]
+) -> None:
+    """A type's deletes are stored a chunk per transaction; a chunk that queues no job
+    (nobody subscribed) is still a chunk, and the next one follows."""
+    sim, server = simulator
+    district = only(sim)
+    await add_district(db, district.id, district.token, start_from="sync", lease_owner="w1")
+    await start_sync(db, district.id, syncs.INITIAL)
+    pool = await open_redis(redis_url)
+    try:
+        async with CleverClient(server.url) as clever:
+            context = SyncContext(db, clever, RedisQueue(pool), "w1", 30.0, 7, delete_chunk=2)
+
+            async def run() -> None:
+                async with db.read() as session:
+                    shown = await session.get(District, district.id, options=[WITH_TOKEN])
+                assert shown is not None
+                await DistrictSync(context, shown).run()
+
+            await run()
+            drifted = sim.drift(district.id, deleted=5, record_types=["users"])
+            await start_sync(db, district.id)
+            await run()
+    finally:
+        await pool.aclose()
+    sync = await latest_sync(db, district.id)
+    assert sync is not None
+    assert sync.deleted == 5 == len(drifted.deleted)
+    assert await roster_records(db, district.id) == data_api_records(server.url, district.token)
