@@ -32,6 +32,7 @@ async def test_list_and_every_filter(db: Database, admin: httpx.Client) -> None:
         "owner": None,
         "type": "users.created",
         "record_id": "u1",
+        "source": "clever",
         "created": "2024-05-01T12:00:00Z",
         "received_at": body["data"][2]["received_at"],
     }
@@ -137,6 +138,7 @@ def test_openapi_entries(anonymous: httpx.Client) -> None:
         "district",
         "type",
         "record_id",
+        "source",
         "since",
         "until",
         "limit",
