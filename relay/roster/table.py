@@ -87,17 +87,7 @@ async def apply(
     for change in changes:
         last[(change.record_type, change.record_id)] = change
     upserts = [
-        {
-            "district_id": district_id,
-            "type": c.record_type,
-            "id": c.record_id,
-            "object": c.object,
-            "event_id": c.event_id,
-            "schools": c.schools,
-            "roles": c.roles,
-            "sync_id": sync_id,
-            "updated_at": now,
-        }
+        (c.record_type, c.record_id, c.object, c.event_id, c.schools, c.roles)
         for c in last.values()
         if c.object is not None
     ]
@@ -107,7 +97,7 @@ async def apply(
         if c.object is None
     ]
     if upserts:
-        await conn.execute(_UPSERT[conn.dialect.name], upserts)
+        await conn.execute(*_upsert_params(conn, district_id, upserts, now, sync_id))
     if deletes:
         await conn.execute(_DELETE, deletes)
 
@@ -151,8 +141,49 @@ async def unseen(
     return [(i, obj) for i, obj in rows.all()]
 
 
+_COLUMNS = ("type", "id", "object", "event_id", "schools", "roles")
+
+
+def _upsert_params(
+    conn: AsyncConnection,
+    district_id: str,
+    rows: list[tuple[str, str, str, str | None, str, str]],
+    now: datetime,
+    sync_id: int | None,
+) -> tuple[Any, dict[str, Any]]:
+    """The upsert and its parameters: the rows bound as lists, one statement for the page
+    (an executemany processed every row's nine parameters in Python, in the write lock)."""
+    name = conn.dialect.name
+    params: dict[str, Any] = {"b_district": district_id, "b_now": now, "b_sync": sync_id}
+    if name == "postgresql":
+        params |= {f"b_{c}": [row[n] for row in rows] for n, c in enumerate(_COLUMNS)}
+    else:
+        params["b_rows"] = json.dumps(rows)
+    return _UPSERT[name], params
+
+
 def _upsert(dialect: Any) -> Any:
-    insert = dialect.insert(_TABLE)
+    if dialect is postgresql:
+        text = String()
+        source: Any = (
+            sa.func.unnest(*(bindparam(f"b_{c}", type_=postgresql.ARRAY(text)) for c in _COLUMNS))
+            .table_valued(*_COLUMNS)
+            .render_derived()
+        )
+        values = [source.c[c] for c in _COLUMNS]
+    else:
+        source = sa.func.json_each(bindparam("b_rows", type_=String())).table_valued("value")
+        values = [sa.func.json_extract(source.c.value, f"$[{n}]") for n in range(len(_COLUMNS))]
+    chosen = sa.select(
+        bindparam("b_district", type_=String()),
+        *values,
+        bindparam("b_sync", type_=_TABLE.c.sync_id.type),
+        bindparam("b_now", type_=_TABLE.c.updated_at.type),
+    ).select_from(source)
+    # WHERE: SQLite reads "SELECT … FROM json_each(?) ON CONFLICT" as a join's ON otherwise
+    insert = dialect.insert(_TABLE).from_select(
+        ["district_id", *_COLUMNS, "sync_id", "updated_at"], chosen.where(sa.true())
+    )
     excluded = insert.excluded
     return insert.on_conflict_do_update(
         index_elements=[_TABLE.c.district_id, _TABLE.c.type, _TABLE.c.id],

@@ -162,7 +162,7 @@ async def test_a_sync_that_keeps_failing_ends_failed_and_tells_the_admin(
     sync_id = await start_sync(db, district.id, syncs.INITIAL)
     sim.faults.add({"kind": "500", "probability": 1.0, "path": "/v3.1/schools"})
     async with running_worker(worker_settings(settings, server.url), redis_url):
-        await wait_for(lambda: _state(db, sync_id, "failed"), 60)
+        await wait_for(lambda: _state(db, sync_id, "failed"), 120)
         sim.faults.clear()
         async with db.read() as session:
             shown = await session.get(District, district.id)
