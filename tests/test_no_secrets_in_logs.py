@@ -265,7 +265,8 @@ async def test_no_secret_or_token_reaches_a_log_or_an_error_response(
         content=f'{{"url": "{failing_srv.url}", "secret": "{rotated_secret}"',
         headers={"content-type": "application/json"},
     )
-    call(svc, "PATCH", f"/v1/subscriptions/{good_id}", json={"secret": rotated_secret})
+    # PATCH takes a new secret; one that is not a whsec_ secret is refused without echoing it
+    call(svc, "PATCH", f"/v1/subscriptions/{good_id}", json={"secret": rotated_secret + "!"})
 
     for process in (worker, serve_proc, listen, sim):
         process.stop()

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from relay.db.models import District
+from relay.db.models import WITH_TOKEN, District
 from tests.support.scenario import Scenario, ScenarioFactory
 
 #: Injected one kind after the other (each waits for the previous to fire). One of each:
@@ -127,7 +127,7 @@ async def test_a_401_with_credentials_fetches_the_token_again(
         await run.settle(timeout=60)
         await run.check()
         async with run.db.read() as session:
-            row = await session.get(District, district_id)
+            row = await session.get(District, district_id, options=[WITH_TOKEN])
     # the whole log: a request already in flight at the rotation is logged before it
     requests = list(run.sim.requests)
     assert any(r["status"] == 401 for r in requests), "the old token was refused"
