@@ -108,10 +108,9 @@ async def known(
     """The stored object (JSON text) of each of ``ids`` the roster holds."""
     if not ids:
         return {}
-    rows = await conn.execute(
-        _KNOWN, {"b_district": district_id, "b_type": record_type, "b_ids": list(ids)}
-    )
-    return {i: obj for i, obj in rows.all()}
+    wanted = set(ids)
+    rows = await conn.execute(_KNOWN, _span(district_id, record_type, ids))
+    return {i: obj for i, obj in rows.all() if i in wanted}
 
 
 async def mark_read(
@@ -119,15 +118,15 @@ async def mark_read(
 ) -> None:
     """Note that sync ``sync_id`` read ``ids`` from Clever."""
     if ids:
-        await conn.execute(
-            _MARK,
-            {
-                "b_district": district_id,
-                "b_type": record_type,
-                "b_ids": list(ids),
-                "b_sync": sync_id,
-            },
-        )
+        params = _span(district_id, record_type, ids) | {"b_ids": list(ids), "b_sync": sync_id}
+        await conn.execute(_MARK, params)
+
+
+def _span(district_id: str, record_type: str, ids: Sequence[str]) -> dict[str, Any]:
+    """The key range ``ids`` lie in: a Data API page is a run of ascending ids, and a range
+    is what the primary key's index answers (PostgreSQL filtered ``id = ANY(…)`` row by row
+    over the whole type: 0.5 s a page for 50,000 users)."""
+    return {"b_district": district_id, "b_type": record_type, "b_lo": min(ids), "b_hi": max(ids)}
 
 
 async def unseen(
@@ -203,14 +202,12 @@ _IN_TYPE = sa.and_(
     _TABLE.c.district_id == bindparam("b_district"), _TABLE.c.type == bindparam("b_type")
 )
 _DELETE = sa.delete(_TABLE).where(_IN_TYPE).where(_TABLE.c.id == bindparam("b_id"))
-_KNOWN = (
-    sa.select(_TABLE.c.id, _TABLE.c.object)
-    .where(_IN_TYPE)
-    .where(one_of(_TABLE.c.id, "b_ids", String()))
-)
+_IN_SPAN = _TABLE.c.id.between(bindparam("b_lo"), bindparam("b_hi"))
+_KNOWN = sa.select(_TABLE.c.id, _TABLE.c.object).where(_IN_TYPE).where(_IN_SPAN)
 _MARK = (
     sa.update(_TABLE)
     .where(_IN_TYPE)
+    .where(_IN_SPAN)
     .where(one_of(_TABLE.c.id, "b_ids", String()))
     .values(sync_id=bindparam("b_sync"))
 )
