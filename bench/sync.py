@@ -110,6 +110,14 @@ async def _resync(db: Database, district_id: str, reason: str) -> int:
     return sync_id
 
 
+async def _resync_once(url: str, district_id: str) -> int:
+    db = Database(url)
+    try:
+        return await _resync(db, district_id, syncs.REQUESTED)
+    finally:
+        await db.dispose()
+
+
 async def _sync(url: str, sync_id: int) -> Sync:
     db = Database(url)
     try:
@@ -198,9 +206,7 @@ def main() -> int:
             f"{peak / 2**20:.0f} MB"
         )
         before = asyncio.run(_count_events(url))
-        db = Database(url)
-        second = asyncio.run(_resync(db, made["id"], syncs.REQUESTED))
-        asyncio.run(db.dispose())
+        second = asyncio.run(_resync_once(url, made["id"]))
         resync_started = time.monotonic()
         again = wait_sync(stack, url, second, 600)
         after = asyncio.run(_count_events(url))
