@@ -21,7 +21,6 @@ INITIAL = "initial"
 GAP = "gap"
 REQUESTED = "requested"
 SCHEDULED = "scheduled"
-REASONS = (INITIAL, GAP, REQUESTED, SCHEDULED)
 
 _TABLE = table_of(Sync)
 
