@@ -29,7 +29,7 @@ from relay.db import Database, chains, utcnow
 from relay.db.districts import locked_district
 from relay.db.models import Bootstrap, EventSource, Record, Subscription
 from relay.db.tables import insert_pending, table_of
-from relay.delivery.replay import waiting_deliveries
+from relay.delivery.replay import oldest_with_room
 from relay.fanout.outbox import Prepared, insert_events
 from relay.queue import Job, RedisQueue
 from relay.roster.diff import synthetic
@@ -85,23 +85,11 @@ class BootstrapRunner:
     async def step(self) -> float:
         """One batch of the oldest open bootstrap whose subscription has room; returns the
         pause before the next step."""
-        async with self.db.read() as session:
-            open_ = (
-                await session.exec(
-                    select(Bootstrap.id, Bootstrap.subscription_id)
-                    .where(col(Bootstrap.done).is_(False))
-                    .order_by(col(Bootstrap.id))
-                    .limit(50)
-                )
-            ).all()
-        for bootstrap_id, subscription_id in open_:
-            if bootstrap_id is None:
-                continue
-            if await waiting_deliveries(self.db, subscription_id, self.backlog) >= self.backlog:
-                continue  # its deliveries go first; the bootstrap goes on as they do
-            await self.queue.enqueue(await self._next_batch(bootstrap_id))
-            return 0.0
-        return self.idle
+        bootstrap_id = await oldest_with_room(self.db, Bootstrap, self.backlog)
+        if bootstrap_id is None:
+            return self.idle
+        await self.queue.enqueue(await self._next_batch(bootstrap_id))
+        return 0.0
 
     async def _next_batch(self, bootstrap_id: int) -> list[Job]:
         async with self.db.write() as session:

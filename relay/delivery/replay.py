@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col, select
 
 from relay.db import Database, chains, utcnow
-from relay.db.models import WAITING, Delivery, Event, Replay, Subscription
+from relay.db.models import WAITING, Bootstrap, Delivery, Event, Replay, Subscription
 from relay.db.tables import insert_pending, table_of
 from relay.delivery.redeliver import resend_now
 from relay.fanout.subscribers import Subscriber, subscriber
@@ -84,9 +84,29 @@ async def request_replay(
     return matched
 
 
-async def waiting_deliveries(db: Database, subscription_id: str, limit: int) -> int:
-    """The subscription's deliveries queued to be sent (up to ``limit``): a replay or a
-    bootstrap adds a batch only while this is below its backlog."""
+async def oldest_with_room(
+    db: Database, model: type[Replay | Bootstrap], backlog: int
+) -> int | None:
+    """The oldest open request (a replay or a bootstrap) whose subscription has fewer than
+    ``backlog`` deliveries queued to be sent: its deliveries go first, and the request goes
+    on as they do."""
+    async with db.read() as session:
+        open_ = (
+            await session.exec(
+                select(model.id, model.subscription_id)
+                .where(col(model.done).is_(False))
+                .order_by(col(model.id))
+                .limit(50)
+            )
+        ).all()
+    for request_id, subscription_id in open_:
+        if request_id is not None and await _queued(db, subscription_id, backlog) < backlog:
+            return request_id
+    return None
+
+
+async def _queued(db: Database, subscription_id: str, limit: int) -> int:
+    """The subscription's deliveries queued to be sent (counted up to ``limit``)."""
     deliveries = table_of(Delivery)
     queued = (
         sa.select(deliveries.c.id)
@@ -117,23 +137,11 @@ class ReplayRunner:
     async def step(self) -> float:
         """One batch of the oldest open replay whose subscription has room; returns the
         pause before the next step."""
-        async with self.db.read() as session:
-            open_ = (
-                await session.exec(
-                    select(Replay.id, Replay.subscription_id)
-                    .where(col(Replay.done).is_(False))
-                    .order_by(col(Replay.id))
-                    .limit(50)
-                )
-            ).all()
-        for replay_id, subscription_id in open_:
-            if replay_id is None:
-                continue
-            if await waiting_deliveries(self.db, subscription_id, self.backlog) >= self.backlog:
-                continue  # its deliveries go first; the replay goes on as they do
-            await self.queue.enqueue(await self._next_batch(replay_id))
-            return 0.0
-        return self.idle
+        replay_id = await oldest_with_room(self.db, Replay, self.backlog)
+        if replay_id is None:
+            return self.idle
+        await self.queue.enqueue(await self._next_batch(replay_id))
+        return 0.0
 
     async def _next_batch(self, replay_id: int) -> list[Job]:
         """One batch in one transaction: its deliveries due (or chained) and the cursor on."""
