@@ -259,6 +259,10 @@ class DistrictPoller:
             raise LeaseLost(f"district {self.district_id}: lease or district gone")
         if district.status not in leases.POLLABLE:
             raise LeaseLost(f"district {self.district_id}: status is {district.status}")
+        # a poller that released the lease for a long backoff is replaced by a new one: the
+        # failures in a row go on counting from the row (the backoff grows, and a sync that
+        # keeps failing ends failed) rather than from zero each time
+        self.failures = max(self.failures, district.consecutive_failures)
         self.keep(district)
         return district
 

@@ -334,7 +334,14 @@ async def fail(
         await conn.execute(
             sa.update(_DISTRICTS)
             .where(_DISTRICTS.c.id == district_id)
-            .values(status=to, last_error=message, cursor=cursor, seeded=True, updated_at=now)
+            .values(
+                status=to,
+                last_error=message,
+                cursor=cursor,
+                seeded=True,
+                consecutive_failures=0,  # the failures were the sync's: polling starts afresh
+                updated_at=now,
+            )
         )
         district.status, district.last_error, district.cursor = to, message, cursor
         notice = operational.district_notice(operational.DISTRICT_SYNC_FAILED, district, now, sync)
